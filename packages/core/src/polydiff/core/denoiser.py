@@ -36,7 +36,7 @@ class Denoiser(nn.Module):
         return self.process.center(cond)
 
     def predict(self, x: Tensor, t: Tensor, kind: str = "sample", **cond: Any) -> Tensor:
-        """The prediction of type ``kind`` (one of :data:`~polydiff.core.param.PREDICTION_TYPES`)."""
+        """The prediction of type ``kind`` (see :data:`~polydiff.core.param.PREDICTION_TYPES`)."""
         x0, eps = self.x0_eps(x, t, **cond)
         return from_x0_eps(x0, eps, kind, x, t, self.process, self.center(cond))
 

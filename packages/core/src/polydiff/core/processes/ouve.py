@@ -32,7 +32,8 @@ class OUVE(GaussianProcess):
 
     def __init__(self, theta: float = 1.5, sigma_min: float = 0.05, sigma_max: float = 0.5,
                  t_eps: float = 0.03, t_max: float = 1.0):
-        self.theta, self.sigma_min, self.sigma_max = float(theta), float(sigma_min), float(sigma_max)
+        self.theta, self.sigma_min = float(theta), float(sigma_min)
+        self.sigma_max = float(sigma_max)
         self.t_min, self.t_max = float(t_eps), float(t_max)
         self._L = math.log(self.sigma_max / self.sigma_min)
         self._k = self.sigma_min**2 * self._L / (self.theta + self._L)
@@ -49,7 +50,8 @@ class OUVE(GaussianProcess):
     def _var(self, t: Tensor) -> Tensor:
         t = time_tensor(t)
         # e^{2Lt} - e^{-2 theta t} = e^{-2 theta t} expm1(2 (L + theta) t): exact near t = 0
-        return self._k * torch.exp(-2 * self.theta * t) * torch.expm1(2 * (self._L + self.theta) * t)
+        growth = torch.expm1(2 * (self._L + self.theta) * t)
+        return self._k * torch.exp(-2 * self.theta * t) * growth
 
     def sigma(self, t: Tensor) -> Tensor:
         return torch.sqrt(self._var(t))

@@ -169,7 +169,8 @@ class VPDiscrete(_VP):
 
     def _segment(self, t: Tensor) -> tuple[Tensor, Tensor]:
         t = time_tensor(t)
-        idx = torch.clamp(torch.searchsorted(self._t.to(t.device), t.detach(), right=True) - 1,
+        idx = torch.clamp(torch.searchsorted(self._t.to(t.device), t.detach().contiguous(),
+                                         right=True) - 1,
                           0, self.num_train_timesteps - 1)
         return t, idx
 
@@ -189,7 +190,7 @@ class VPDiscrete(_VP):
         target = self._log_alpha_from_log_snr(lam)  # decreasing in t
         la = self._la.to(lam.device)
         # searchsorted needs increasing keys: use -log alpha
-        i = torch.clamp(torch.searchsorted(-la, -target.detach()) - 1, 0,
+        i = torch.clamp(torch.searchsorted(-la, -target.detach().contiguous()) - 1, 0,
                         self.num_train_timesteps - 1)
         tt = self._t.to(lam.device)
         w = (target - la[i]) / (la[i + 1] - la[i])
