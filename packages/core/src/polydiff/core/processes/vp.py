@@ -33,7 +33,8 @@ class _VP(GaussianProcess):
         return torch.exp(self.log_alpha(time_tensor(t)))
 
     def sigma(self, t: Tensor) -> Tensor:
-        return torch.sqrt(-torch.expm1(2.0 * self.log_alpha(time_tensor(t))))
+        # clamp: log alpha(0) can round to a tiny positive number (cosine schedule)
+        return torch.sqrt(-torch.expm1((2.0 * self.log_alpha(time_tensor(t))).clamp(max=0.0)))
 
     def d_alpha(self, t: Tensor) -> Tensor:
         return self.alpha(t) * self.d_log_alpha(time_tensor(t))
