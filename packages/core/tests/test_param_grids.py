@@ -93,7 +93,7 @@ def test_model_denoiser_and_edm_preconditioning():
 
 
 @pytest.mark.parametrize("kind", ["uniform", "logsnr", "edm", "quadratic"])
-@pytest.mark.parametrize("p", [VPLinear(), EDM(), VE(), LinearInterpolant()],
+@pytest.mark.parametrize("p", [VPLinear(), VPCosine(), EDM(), VE(), LinearInterpolant()],
                          ids=lambda p: type(p).__name__)
 def test_time_grids(kind, p):
     ts = time_grid(p, 8, kind)

@@ -13,8 +13,10 @@ arithmetic on any grid and are written here in their own papers' forms.
 
 All schedule coefficients are computed once per call in float64 (Python floats) before the
 loop, so a step costs one denoiser call (two for Heun) and a few fused tensor operations,
-with no host-device synchronisation. Samplers integrate the centred variable, return the
-sample in ``x``'s dtype, and take the surface of :mod:`polydiff.core.samplers._common`.
+with no host-device synchronisation. The DDIM update is
+:class:`~polydiff.core.samplers.stepper.DDIMStepper` (shared with the diffusers scheduler).
+Samplers integrate the centred variable, return the sample in ``x``'s dtype, and take the
+surface of :mod:`polydiff.core.samplers._common`.
 """
 
 from __future__ import annotations
@@ -27,24 +29,15 @@ from torch import Tensor
 
 from polydiff.core.denoiser import Denoiser
 from polydiff.core.samplers._common import Callback, Sampling, make_generator, progress
+from polydiff.core.samplers.stepper import DDIMStepper, half_log_snr, run_stepper
+from polydiff.core.samplers.stepper import randn_like as _randn
 
-__all__ = ["sample_ddim", "sample_euler", "sample_heun", "half_log_snr"]
-
-
-def half_log_snr(s: Sampling) -> list[float]:
-    """``lambda_i = log(alpha_i / sigma_i)`` of the grid (float64; ``+inf`` where
-    ``sigma = 0``), the time variable of the exponential integrators (Lu et al. 2022)."""
-    return [math.log(a) - math.log(sg) if sg > 0 else math.inf
-            for a, sg in zip(s.alphas.tolist(), s.sigmas.tolist())]
+__all__ = ["sample_ddim", "sample_euler", "sample_heun", "half_log_snr", "ddim_coefficients",
+           "ddim_stepper"]
 
 
-def _randn(z: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise like ``z`` (complex standard normal for complex ``z``)."""
-    return torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-
-
-def _check_grid(s: Sampling) -> None:
-    if not bool((s.sigmas[:-1] > 0).all()):
+def _check_grid(sigmas: Tensor) -> None:
+    if not bool((sigmas[:-1] > 0).all()):
         raise ValueError("ODE samplers need sigma > 0 at every grid time but the last")
 
 
@@ -72,6 +65,16 @@ def ddim_coefficients(alphas: list[float], sigmas: list[float], lambdas: list[fl
     return out
 
 
+def ddim_stepper(alphas: Tensor, sigmas: Tensor, eta: float = 0.0) -> DDIMStepper:
+    """The DDIM update (:func:`sample_ddim`) on a grid with float64 ``alphas``/``sigmas``,
+    one step at a time (:class:`~polydiff.core.samplers.stepper.DDIMStepper`)."""
+    if eta < 0:
+        raise ValueError(f"eta must be non-negative, got {eta}")
+    _check_grid(sigmas)
+    return DDIMStepper(ddim_coefficients(alphas.tolist(), sigmas.tolist(),
+                                         half_log_snr(alphas, sigmas), eta))
+
+
 @torch.no_grad()
 def sample_ddim(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
                 cond: dict[str, Any] | None = None, eta: float = 0.0,
@@ -90,18 +93,9 @@ def sample_ddim(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
     if eta < 0:
         raise ValueError(f"eta must be non-negative, got {eta}")
     s = Sampling(denoiser, x, ts, cond, callback)
-    _check_grid(s)
-    coefs = ddim_coefficients(s.alphas.tolist(), s.sigmas.tolist(), half_log_snr(s), eta)
+    stepper = ddim_stepper(s.alphas, s.sigmas, eta)
     gen = make_generator(generator, seed, x.device) if eta > 0 else None
-    z = s.z
-    for i in progress(s.steps, disable):
-        z0, eps = s.denoise(z, i)
-        c_0, c_eps, c_noise = coefs[i]
-        z = z0 * c_0 if c_eps == 0.0 else torch.add(z0 * c_0, eps, alpha=c_eps)
-        if c_noise > 0.0:
-            z = z.add_(_randn(z, gen), alpha=c_noise)
-        s.report(i, z, z0)
-    return s.finish(z).to(x.dtype)
+    return run_stepper(s, stepper, disable, gen).to(x.dtype)
 
 
 # --------------------------------------------------------------------------- Karras (EDM)
@@ -118,7 +112,7 @@ def _karras(denoiser: Denoiser, x: Tensor, ts: Tensor, cond: dict[str, Any] | No
     trapezoidal correction with ``(d + d')/2`` when ``s~_next > 0`` (lines 9-11).
     """
     s = Sampling(denoiser, x, ts, cond, callback)
-    _check_grid(s)
+    _check_grid(s.sigmas)
     n = s.steps
     al_l = s.alphas.tolist()
     st_l = [sg / a for a, sg in zip(al_l, s.sigmas.tolist())]
