@@ -117,6 +117,24 @@ def test_cfg_scale_one_and_zero_are_exact() -> None:
     assert not torch.allclose(cond_out[1], uncond_out[1])
 
 
+def test_cfg_guidance_weight_zero_is_the_conditional_model() -> None:
+    """Ho & Salimans' weight w (eps = (1 + w) eps_c - w eps_u): w = 0 is the conditional model,
+    and w = 2 is diffusers' scale 3, through the full formula (tensor weight)."""
+    den = LabelDenoiser(VP)
+    x, t = _x_t()
+    label = torch.tensor([0, 1] * 4)
+    x0c, ec = den.x0_eps(x, t, label=label)
+    x0u, eu = den.x0_eps(x, t, label=torch.full_like(label, NULL))
+    for w in (0.0, torch.zeros(8, dtype=F64)):
+        g = ClassifierFreeGuidance.from_weight(den, w, uncond={"label": NULL})
+        x0, eps = g.x0_eps(x, t, label=label)
+        torch.testing.assert_close(eps, ec, rtol=0, atol=1e-12)
+        torch.testing.assert_close(x0, x0c, rtol=0, atol=1e-12)
+    x0, eps = ClassifierFreeGuidance.from_weight(den, 2.0, uncond={"label": NULL}).x0_eps(
+        x, t, label=label)
+    torch.testing.assert_close(eps, 3.0 * ec - 2.0 * eu)
+
+
 @pytest.mark.parametrize("rescale_on", ["x0", "eps"])
 def test_cfg_formula_and_rescale(rescale_on: str) -> None:
     den = LabelDenoiser(VP)

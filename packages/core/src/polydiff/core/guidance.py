@@ -82,6 +82,13 @@ class ClassifierFreeGuidance(Denoiser):
         self.denoiser, self.scale, self.uncond = denoiser, scale, uncond
         self.rescale, self.rescale_on, self.batched = float(rescale), rescale_on, batched
 
+    @classmethod
+    def from_weight(cls, denoiser: Denoiser, weight: float | Tensor, **kwargs: Any
+                    ) -> ClassifierFreeGuidance:
+        """Ho & Salimans' (2022, eq. 6) parameterization ``eps = (1 + w) eps_c - w eps_u``:
+        guidance weight ``w = 0`` is the conditional model (``scale = 1 + w``)."""
+        return cls(denoiser, 1.0 + weight, **kwargs)
+
     def center(self, cond: dict[str, Any]) -> Tensor | None:
         return self.denoiser.center(cond)
 
