@@ -15,9 +15,10 @@ Two directions:
 2. *polydiff samplers as a diffusers scheduler.* :class:`PolydiffScheduler` (a
    ``SchedulerMixin``/``ConfigMixin``) runs DPM-Solver++ (2M, 3M, 2M-SDE), DDIM or UniPC
    step by step inside the standard loop ``for t in sched.timesteps: x = sched.step(unet(x,
-   t).sample, t, x).prev_sample``, on polydiff's grids (log-SNR, EDM, uniform), using the
-   samplers' own per-grid coefficient functions; the loop reproduces the corresponding
-   polydiff sampler function exactly (same operations in the same order).
+   t).sample, t, x).prev_sample``, on polydiff's grids (log-SNR, EDM, uniform), advancing
+   the samplers' own steppers (:mod:`polydiff.core.samplers.stepper`, built by
+   :func:`make_stepper`); the loop reproduces the corresponding polydiff sampler function
+   exactly (the same update code on the same coefficients).
 
 Facts used from diffusers (0.35-0.42): schedulers store ``alphas_cumprod`` (float32) of
 ``N = num_train_timesteps`` steps and call the network at integer ``timesteps``;
@@ -33,8 +34,8 @@ past the end. ``UNet1DModel``/``UNet2DModel`` embed float timesteps, so fraction
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from types import SimpleNamespace
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -45,14 +46,32 @@ from polydiff.core.denoiser import Denoiser, ModelDenoiser
 from polydiff.core.grids import time_grid
 from polydiff.core.param import to_x0_eps
 from polydiff.core.processes.vp import VPDiscrete, betas_for_alpha_bar
+from polydiff.core.samplers.dpmsolver import (
+    dpmpp_stepper,
+    sample_dpmpp_2m,
+    sample_dpmpp_2m_sde,
+    sample_dpmpp_3m,
+)
+from polydiff.core.samplers.ode import ddim_stepper, sample_ddim
+from polydiff.core.samplers.stepper import Stepper
+from polydiff.core.samplers.unipc import sample_unipc, unipc_stepper
 
 __all__ = [
     "SOLVERS", "DiffusersModel", "process_from_scheduler", "denoiser_from_diffusers",
-    "diffusers_timesteps_to_times", "scheduler_time_grid", "StepwiseSampler",
+    "diffusers_timesteps_to_times", "scheduler_time_grid", "make_stepper",
 ]  # and PolydiffScheduler, built lazily by the module __getattr__ (needs diffusers)
 
 #: Solvers of :class:`PolydiffScheduler` (one network evaluation per step each).
 SOLVERS: tuple[str, ...] = ("dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "ddim", "unipc")
+#: Each solver's sampler function and its stepper constructor ``(alphas, sigmas, **hyper)``,
+#: taking the same hyperparameters.
+_SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "dpmpp_2m": sample_dpmpp_2m, "dpmpp_3m": sample_dpmpp_3m,
+    "dpmpp_2m_sde": sample_dpmpp_2m_sde, "ddim": sample_ddim, "unipc": sample_unipc}
+_STEPPERS: dict[str, Callable[..., Stepper]] = {
+    "dpmpp_2m": partial(dpmpp_stepper, order=2), "dpmpp_3m": partial(dpmpp_stepper, order=3),
+    "dpmpp_2m_sde": partial(dpmpp_stepper, order=2, eta=1.0), "ddim": ddim_stepper,
+    "unipc": unipc_stepper}
 _PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
@@ -211,101 +230,19 @@ def _betas(num_train_timesteps: int, beta_start: float, beta_end: float, beta_sc
     raise ValueError(f"unknown beta_schedule {beta_schedule!r}")
 
 
-class StepwiseSampler:
-    """A one-NFE-per-step polydiff sampler driven one step at a time by an outside loop.
+def make_stepper(solver: str, process: Any, times: Tensor, **hyper: Any) -> Stepper:
+    """The stepper (:mod:`polydiff.core.samplers.stepper`) of ``solver`` (one of
+    :data:`SOLVERS`) on the grid ``times`` of ``process``, with the hyperparameters of the
+    matching sampler function (e.g. ``eta``, ``solver_type``, ``order``).
 
     ``step(i, z, x0, eps, generator)`` advances ``z`` (the state at grid index ``i``, centre
-    0) to index ``i + 1`` given the denoiser's ``(x0, eps)`` there, keeping the multistep
-    history itself. The coefficients are the samplers' own per-grid functions
-    (:func:`~polydiff.core.samplers.dpmsolver.dpmpp_coefficients`,
-    :func:`~polydiff.core.samplers.ode.ddim_coefficients`,
-    :func:`~polydiff.core.samplers.unipc.unipc_coefficients`) on ``alpha``/``sigma`` computed
-    exactly as :class:`~polydiff.core.samplers._common.Sampling` does, and each update
-    repeats its sampler's tensor operations in the same order, so a loop over ``step``
-    reproduces ``sample_dpmpp_2m``/``sample_dpmpp_3m``/``sample_dpmpp_2m_sde``/
-    ``sample_ddim``/``sample_unipc`` exactly.
+    0) to index ``i + 1`` given the denoiser's ``(x0, eps)`` there; ``alpha``/``sigma`` are
+    computed as :class:`~polydiff.core.samplers._common.Sampling` does, so a loop over
+    ``step`` reproduces the sampler function exactly.
     """
-
-    def __init__(self, solver: str, process: Any, times: Tensor, **hyper: Any):
-        from polydiff.core.samplers.dpmsolver import dpmpp_coefficients
-        from polydiff.core.samplers.ode import ddim_coefficients, half_log_snr
-        from polydiff.core.samplers.unipc import unipc_coefficients
-
-        if solver not in SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
-        self.solver = solver
-        alphas, sigmas = process.alpha(times), process.sigma(times)
-        if solver != "unipc" and not bool((sigmas[:-1] > 0).all()):
-            raise ValueError(f"{solver} needs sigma > 0 at every grid time but the last")
-        al, sg = alphas.tolist(), sigmas.tolist()
-        lam = half_log_snr(SimpleNamespace(alphas=alphas, sigmas=sigmas))  # type: ignore[arg-type]
-        if solver == "ddim":
-            self.coefs: list[Any] = ddim_coefficients(al, sg, lam, hyper.get("eta", 0.0))
-        elif solver == "unipc":
-            self.order = int(hyper.get("order", 3))
-            self.coefs = unipc_coefficients(alphas, sigmas, self.order,
-                                            hyper.get("variant", "bh2"),
-                                            hyper.get("lower_order_final", True))
-        else:
-            order = {"dpmpp_2m": 2, "dpmpp_3m": 3, "dpmpp_2m_sde": 2}[solver]
-            self.coefs = dpmpp_coefficients(al, sg, lam, order,
-                                            solver_type=hyper.get("solver_type", "midpoint"),
-                                            eta=hyper.get("eta", 0.0),
-                                            lower_order_final=hyper.get("lower_order_final",
-                                                                        True))
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the multistep history (a new trajectory starts)."""
-        self._hist: list[Tensor] = []  # data predictions, newest first
-        self._z_prev: Tensor | None = None
-
-    def step(self, i: int, z: Tensor, x0: Tensor, eps: Tensor,
-             generator: torch.Generator | None = None) -> Tensor:
-        """The state at grid index ``i + 1``."""
-        c = self.coefs[i]
-        if self.solver == "ddim":  # sample_ddim's update
-            c_0, c_eps, c_noise = c
-            z = x0 * c_0 if c_eps == 0.0 else torch.add(x0 * c_0, eps, alpha=c_eps)
-            if c_noise > 0.0:
-                z = z.add_(torch.randn(z.shape, generator=generator, dtype=z.dtype,
-                                       device=z.device), alpha=c_noise)
-            return z
-        if self.solver == "unipc":  # sample_unipc's corrector, then predictor
-            from polydiff.core.samplers.unipc import _combine
-            hist = self._hist
-            if i > 0 and self.coefs[i - 1].corr is not None and self._z_prev is not None:
-                prev = self.coefs[i - 1]
-                z = _combine(prev.cx, self._z_prev, prev.corr, [x0] + hist[: prev.order])
-            hist.insert(0, x0)
-            del hist[self.order:]
-            self._z_prev = z
-            return _combine(c.cx, z, c.pred, hist[: c.order])
-        a, p, q, r, noise = c  # DPM-Solver++ multistep: dpmsolver._run's update
-        m1 = self._hist[0] if self._hist else None
-        m2 = self._hist[1] if len(self._hist) > 1 else None
-        z_next = x0 * p if a == 0.0 else torch.add(z * a, x0, alpha=p)
-        if q != 0.0:
-            z_next.add_(m1, alpha=q)
-        if r != 0.0:
-            z_next.add_(m2, alpha=r)
-        if noise > 0.0:
-            z_next.add_(torch.randn(z.shape, generator=generator, dtype=z.dtype,
-                                    device=z.device), alpha=noise)
-        self._hist = [x0] + self._hist[:1]
-        return z_next
-
-
-def _sampler_functions() -> dict[str, Any]:
-    from polydiff.core.samplers.dpmsolver import (
-        sample_dpmpp_2m,
-        sample_dpmpp_2m_sde,
-        sample_dpmpp_3m,
-    )
-    from polydiff.core.samplers.ode import sample_ddim
-    from polydiff.core.samplers.unipc import sample_unipc
-    return {"dpmpp_2m": sample_dpmpp_2m, "dpmpp_3m": sample_dpmpp_3m,
-            "dpmpp_2m_sde": sample_dpmpp_2m_sde, "ddim": sample_ddim, "unipc": sample_unipc}
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
+    return _STEPPERS[solver](process.alpha(times), process.sigma(times), **hyper)
 
 
 def _scheduler_class() -> type:
@@ -363,7 +300,7 @@ def _scheduler_class() -> type:
             self.timesteps = self.process.model_timestep(
                 torch.arange(num_train_timesteps, 0, -1, dtype=torch.float64)
                 / num_train_timesteps).to(torch.float32)
-            self._plan: Any = None
+            self._plan: Stepper | None = None
             self._step_index: int | None = None
 
         # -------------------------------------------------------------- grid
@@ -393,8 +330,8 @@ def _scheduler_class() -> type:
             self.times = self._grid(num_inference_steps, timesteps).to(dev, dtype)
             self.timesteps = self.process.model_timestep(self.times[:-1]).to(torch.float32)
             self.num_inference_steps = int(self.timesteps.numel())
-            self._plan = StepwiseSampler(self.config.solver, self.process, self.times,
-                                         **self._hyper())
+            self._plan = make_stepper(self.config.solver, self.process, self.times,
+                                      **self._hyper())
             self._step_index = None
 
         def _hyper(self) -> dict[str, Any]:
@@ -480,7 +417,7 @@ def _scheduler_class() -> type:
             diffusers loop with :meth:`step` reproduces)."""
             if self.times is None:
                 raise ValueError("call set_timesteps(...) first")
-            fn = _sampler_functions()[self.config.solver]
+            fn = _SAMPLERS[self.config.solver]
             kw = self._hyper()
             if self.config.solver in ("ddim", "dpmpp_2m_sde"):
                 kw["generator"] = generator

@@ -26,8 +26,9 @@ exactly with the ``phi`` functions below (``k = 1 + eta``, ``u = k h``):
 
 Every step is a fixed linear combination ``z_next = A z + P m0 + Q m1 + R m2 + S n`` of the
 current state, the last three denoised estimates and fresh noise, with float64 coefficients
-computed for the whole grid before the loop: one NFE per step, no host-device
-synchronisation.
+computed for the whole grid before the loop (:func:`dpmpp_coefficients`) and applied by
+:class:`~polydiff.core.samplers.stepper.DPMSolverStepper` (shared with the diffusers
+scheduler): one NFE per step, no host-device synchronisation.
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ import torch
 from torch import Tensor
 
 from polydiff.core.denoiser import Denoiser
-from polydiff.core.samplers._common import Callback, Sampling, make_generator, progress
-from polydiff.core.samplers.ode import half_log_snr
+from polydiff.core.samplers._common import Callback, Sampling, make_generator
+from polydiff.core.samplers.stepper import DPMSolverStepper, half_log_snr, run_stepper
 
 __all__ = ["sample_dpmpp_2m", "sample_dpmpp_3m", "sample_dpmpp_2m_sde", "dpmpp_coefficients",
-           "LOWER_ORDER_FINAL_STEPS", "SOLVER_TYPES"]
+           "dpmpp_stepper", "LOWER_ORDER_FINAL_STEPS", "SOLVER_TYPES"]
 
 SOLVER_TYPES = ("midpoint", "heun")
 #: ``lower_order_final`` lowers the order of the last steps only on grids with fewer steps
@@ -143,34 +144,18 @@ def dpmpp_coefficients(alphas: list[float], sigmas: list[float], lambdas: list[f
     return out
 
 
-def _run(s: Sampling, coefs: list[Coefs], disable: bool | None,
-         generator: torch.Generator | None, x_dtype: torch.dtype) -> Tensor:
-    """The multistep loop: one denoiser call per step, a fused linear combination."""
-    z = s.z
-    m1: Tensor | None = None
-    m2: Tensor | None = None
-    for i in progress(s.steps, disable):
-        m0, _ = s.denoise(z, i)
-        a, p, q, r, noise = coefs[i]
-        z_next = m0 * p if a == 0.0 else torch.add(z * a, m0, alpha=p)
-        if q != 0.0:
-            z_next.add_(m1, alpha=q)
-        if r != 0.0:
-            z_next.add_(m2, alpha=r)
-        if noise > 0.0:
-            z_next.add_(torch.randn(z.shape, generator=generator, dtype=z.dtype,
-                                    device=z.device), alpha=noise)
-        m2, m1, z = m1, m0, z_next
-        s.report(i, z, m0)
-    return s.finish(z).to(x_dtype)
-
-
-def _start(denoiser: Denoiser, x: Tensor, ts: Tensor, cond: dict[str, Any] | None,
-           callback: Callback | None) -> tuple[Sampling, list[float], list[float], list[float]]:
-    s = Sampling(denoiser, x, ts, cond, callback)
-    if not bool((s.sigmas[:-1] > 0).all()):
+def dpmpp_stepper(alphas: Tensor, sigmas: Tensor, order: int, *, solver_type: str = "midpoint",
+                  eta: float = 0.0, lower_order_final: bool = True) -> DPMSolverStepper:
+    """DPM-Solver++ of the given ``order`` (see :func:`dpmpp_coefficients`) on a grid with
+    float64 ``alphas``/``sigmas``, one step at a time
+    (:class:`~polydiff.core.samplers.stepper.DPMSolverStepper`)."""
+    if eta < 0:
+        raise ValueError(f"eta must be non-negative, got {eta}")
+    if not bool((sigmas[:-1] > 0).all()):
         raise ValueError("DPM-Solver++ needs sigma > 0 at every grid time but the last")
-    return s, s.alphas.tolist(), s.sigmas.tolist(), half_log_snr(s)
+    return DPMSolverStepper(dpmpp_coefficients(
+        alphas.tolist(), sigmas.tolist(), half_log_snr(alphas, sigmas), order,
+        solver_type=solver_type, eta=eta, lower_order_final=lower_order_final))
 
 
 # --------------------------------------------------------------------------- samplers
@@ -190,10 +175,10 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
     :data:`LOWER_ORDER_FINAL_STEPS` steps the last step is first order. One NFE per step;
     equals diffusers' ``DPMSolverMultistepScheduler(solver_order=2)`` on the same times.
     """
-    s, al, sg, lam = _start(denoiser, x, ts, cond, callback)
-    coefs = dpmpp_coefficients(al, sg, lam, 2, solver_type=solver_type,
-                               lower_order_final=lower_order_final)
-    return _run(s, coefs, disable, None, x.dtype)
+    s = Sampling(denoiser, x, ts, cond, callback)
+    stepper = dpmpp_stepper(s.alphas, s.sigmas, 2, solver_type=solver_type,
+                            lower_order_final=lower_order_final)
+    return run_stepper(s, stepper, disable).to(x.dtype)
 
 
 @torch.no_grad()
@@ -216,10 +201,10 @@ def sample_dpmpp_3m(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
     second order (measured slope 2.2-2.3 against 3.0-3.1 here, tests/test_samplers_ode.py),
     otherwise the two agree step for step.
     """
-    s, al, sg, lam = _start(denoiser, x, ts, cond, callback)
-    coefs = dpmpp_coefficients(al, sg, lam, 3, solver_type=solver_type,
-                               lower_order_final=lower_order_final)
-    return _run(s, coefs, disable, None, x.dtype)
+    s = Sampling(denoiser, x, ts, cond, callback)
+    stepper = dpmpp_stepper(s.alphas, s.sigmas, 3, solver_type=solver_type,
+                            lower_order_final=lower_order_final)
+    return run_stepper(s, stepper, disable).to(x.dtype)
 
 
 @torch.no_grad()
@@ -239,10 +224,8 @@ def sample_dpmpp_2m_sde(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
     :func:`sample_dpmpp_2m`; every ``eta`` keeps the marginals exact for an exact denoiser.
     One NFE per step.
     """
-    if eta < 0:
-        raise ValueError(f"eta must be non-negative, got {eta}")
-    s, al, sg, lam = _start(denoiser, x, ts, cond, callback)
-    coefs = dpmpp_coefficients(al, sg, lam, 2, solver_type=solver_type, eta=eta,
-                               lower_order_final=lower_order_final)
+    s = Sampling(denoiser, x, ts, cond, callback)
+    stepper = dpmpp_stepper(s.alphas, s.sigmas, 2, solver_type=solver_type, eta=eta,
+                            lower_order_final=lower_order_final)
     gen = make_generator(generator, seed, x.device) if eta > 0 else None
-    return _run(s, coefs, disable, gen, x.dtype)
+    return run_stepper(s, stepper, disable, gen).to(x.dtype)

@@ -90,8 +90,6 @@ def sample_ddim(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
     2020); ``0 <= eta <= 1`` interpolates. A step to ``sigma = 0`` returns ``alpha z0``.
     One NFE per step; matches diffusers' ``DDIMScheduler`` on the same timesteps.
     """
-    if eta < 0:
-        raise ValueError(f"eta must be non-negative, got {eta}")
     s = Sampling(denoiser, x, ts, cond, callback)
     stepper = ddim_stepper(s.alphas, s.sigmas, eta)
     gen = make_generator(generator, seed, x.device) if eta > 0 else None

@@ -23,7 +23,8 @@ authors' reference implementation, UniP-2 and UniC-1 use ``a_1 = 1/2`` (any
 ``1/2 + O(h)`` keeps the order). No corrector follows the last step.
 
 All coefficients are computed once per call in float64 and folded into one linear
-combination of the stored data predictions per step.
+combination of the stored data predictions per step, applied by
+:class:`~polydiff.core.samplers.stepper.UniPCStepper` (shared with the diffusers scheduler).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from torch import Tensor
 
 from polydiff.core.denoiser import Denoiser
 from polydiff.core.samplers._common import Callback, Sampling, progress
+from polydiff.core.samplers.stepper import UniPCStepper
 
-__all__ = ["UniPCStep", "unipc_coefficients", "sample_unipc", "phi"]
+__all__ = ["UniPCStep", "unipc_coefficients", "unipc_stepper", "sample_unipc", "phi"]
 
 Variant = Literal["bh1", "bh2"]
 
@@ -172,12 +174,14 @@ def unipc_coefficients(alphas: Tensor, sigmas: Tensor, order: int = 3, variant: 
     return steps
 
 
-def _combine(cx: float, z: Tensor, weights: tuple[float, ...], ms: list[Tensor]) -> Tensor:
-    """``cx z + sum_k weights[k] ms[k]``."""
-    out = z * cx if cx != 0.0 else torch.zeros_like(z)
-    for w, m in zip(weights, ms):
-        out.add_(m, alpha=w)
-    return out
+def unipc_stepper(alphas: Tensor, sigmas: Tensor, order: int = 3, variant: Variant = "bh2",
+                  lower_order_final: bool = True,
+                  disable_corrector: Collection[int] | bool = ()) -> UniPCStepper:
+    """UniPC (:func:`sample_unipc`) on a grid with float64 ``alphas``/``sigmas``, one step at
+    a time (:class:`~polydiff.core.samplers.stepper.UniPCStepper`; arguments as
+    :func:`unipc_coefficients`)."""
+    return UniPCStepper(unipc_coefficients(alphas, sigmas, order, variant, lower_order_final,
+                                           disable_corrector), order)
 
 
 @torch.no_grad()
@@ -207,20 +211,12 @@ def sample_unipc(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
             is the (corrected) state at ``t`` and ``x0`` the data prediction there.
     """
     s = Sampling(denoiser, x, ts, cond, callback)
-    steps = unipc_coefficients(s.alphas, s.sigmas, order, variant, lower_order_final,
-                               disable_corrector)
+    stepper = unipc_stepper(s.alphas, s.sigmas, order, variant, lower_order_final,
+                            disable_corrector)
     z = s.z
-    hist: list[Tensor] = []  # m_i, m_{i-1}, ... (newest first)
-    z_prev: Tensor | None = None
-    for i in progress(s.steps, disable):
+    for i in progress(s.steps, disable):  # (the callback sees the corrected state at t_i)
         m, _ = s.denoise(z, i)
-        if i > 0 and steps[i - 1].corr is not None:
-            st = steps[i - 1]
-            z = _combine(st.cx, z_prev, st.corr, [m] + hist[: st.order])
-        hist.insert(0, m)
-        del hist[order:]
+        z = stepper.correct(i, z, m)
         s.report(i, z, m)
-        st = steps[i]
-        z_prev = z
-        z = _combine(st.cx, z, st.pred, hist[: st.order])
+        z = stepper.predict(i, z)
     return s.finish(z)
