@@ -1,0 +1,526 @@
+"""Bespoke (learned, per-model) non-stationary solvers of the probability-flow ODE.
+
+Implements the Bespoke Non-Stationary (BNS) solvers of Shaul, Singer, Ben-Hamu, Gat, Pooladian
+& Lipman (2024), "Bespoke Non-Stationary Solvers for Fast Sampling of Diffusion and Flow
+Models" (ICML 2024), in the data-prediction form: with ``D_j`` the denoised estimate (centred
+``x0``) at ``(z_j, t_j)``, every state is a learned linear combination of the starting point
+and all previous estimates,
+
+    z_{i+1} = a_i z_0 + sum_{j <= i} b_ij D_j,        i = 0 .. n - 1,
+
+on learned time points ``t_1 > .. > t_{n-1}`` (one denoiser call per step, NFE = ``n``). As in
+Shaul et al. (2024, ICLR), "Bespoke Solvers for Generative Flow Models", and Tong et al.
+(2025), "Learning to Discretize Denoising Diffusion ODEs" (LD3), the parameters are fitted to
+one model by minimising the global error to accurate probability-flow ODE solutions on a small
+calibration batch of noise, differentiating through the denoiser.
+
+Parameterisation. All solver arithmetic is done in the scaled variables ``x~ = z / alpha``,
+``sigma~ = sigma / alpha = exp(-lambda)`` (``lambda`` the half-log-SNR), where every Gaussian
+process has the same probability-flow ODE, so a solver is a function of the ``sigma~`` grid
+only. The interior points are ordered by construction: ``log sigma~_k`` is ``log sigma~`` of
+the start minus ``(log sigma~_start - log sigma~_low) * cumsum(softmax(theta))_k``, ``sigma~_low``
+being ``sigma~(t_min)`` (``final_zero``: the last step goes to ``sigma = 0``) or
+``sigma~(t_end)``. The coefficients are the *residual* over a classical solver recomputed
+from the current times at every forward pass,
+
+    x~_{i+1} = (c_i + dc_i) (z_0 / sigma_0) + sum_j (B_ij + dB_ij) D_j,
+
+with ``(c, B)`` the unrolled recursion of DDIM (= DPM-Solver-1), DPM-Solver++(2M) (Lu et al.
+2022) or UniPC (Zhao et al. 2023) on that grid and the learned ``(dc, dB)`` initialised at 0:
+at initialisation the bespoke solver *is* its base solver, and times and coefficients stay
+consistent while both are learned. ``z_0 / sigma_0`` is the unit-scale noise, so ``dc`` and
+``dB`` are both on the data scale.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from polydiff.core.denoiser import Denoiser
+from polydiff.core.grids import time_grid
+from polydiff.core.samplers._common import Callback, Sampling, progress
+from polydiff.core.samplers.dpmsolver import LOWER_ORDER_FINAL_STEPS
+
+__all__ = ["BASES", "BespokeSolver", "base_coefficients", "fit_bespoke", "sample_bespoke"]
+
+BASES = ("ddim", "dpmpp_2m", "unipc")
+_F64 = torch.float64
+
+
+# --------------------------------------------------------------------------- base solvers
+def _phi(k: int, z: Tensor) -> Tensor:
+    """``phi_k(z) = sum_m z^m / (m + k)!`` (``phi_0 = e^z``), differentiable: Taylor series
+    for ``|z| < 1``, the recursion ``phi_{k+1} = (phi_k - 1/k!) / z`` elsewhere."""
+    if k == 0:
+        return torch.exp(z)
+    small = z.abs() < 1.0
+    zs = torch.where(small, z, torch.zeros_like(z))
+    term = torch.full_like(z, 1.0 / math.factorial(k))
+    series = term
+    for m in range(1, 25):
+        term = term * zs / (m + k)
+        series = series + term
+    zl = torch.where(small, torch.ones_like(z), z)
+    val = torch.exp(zl)
+    for j in range(k):
+        val = (val - 1.0 / math.factorial(j)) / zl
+    return torch.where(small, series, val)
+
+
+def _unit(n: int, j: int, like: Tensor) -> Tensor:
+    """Coefficient vector over ``[x~_0, D_0 .. D_{n-1}]`` selecting ``D_j``."""
+    e = torch.zeros(n + 1, dtype=like.dtype, device=like.device)
+    e[j + 1] = 1.0
+    return e
+
+
+def _vandermonde_solve(r: list[Tensor], g: list[Tensor]) -> list[Tensor]:
+    """Solve ``R a = g`` with ``R[j, k] = r_k^j`` (differentiable)."""
+    m = len(r)
+    rr = torch.stack(r)
+    mat = torch.stack([rr**j for j in range(m)])
+    return list(torch.linalg.solve(mat, torch.stack(g)).unbind(0))
+
+
+def base_coefficients(lam: Tensor, base: str = "dpmpp_2m", zero_end: bool = False
+                      ) -> tuple[Tensor, Tensor]:
+    """The classical solver ``base`` on the half-log-SNR grid ``lam`` (``n + 1`` points,
+    increasing; with ``zero_end`` the last point is ``sigma = 0`` and ``lam[-1]`` is ignored)
+    unrolled into ``x~_{i+1} = A_i x~_0 + sum_j B_ij D_j`` in the scaled variable ``x~ = z /
+    alpha``. Returns ``(A (n,), B (n, n))``, differentiable in ``lam``.
+
+    Step rules (as the samplers of :mod:`~polydiff.core.samplers.dpmsolver` and
+    :mod:`~polydiff.core.samplers.unipc` with their defaults, scaled by ``1 / alpha_{i+1}``):
+    ``"ddim"``: ``x~' = e^{-h} x~ + (1 - e^{-h}) D_i``; ``"dpmpp_2m"``: DPM-Solver++(2M)
+    (Lu et al. 2022, Algorithm 2, midpoint form, ``lower_order_final``); ``"unipc"``: UniPC-3
+    with ``B(h) = e^{-h} - 1`` and the UniC corrector (Zhao et al. 2023, Algorithms 1-2,
+    ``lower_order_final``). The step into ``sigma = 0`` is ``x~' = D_i`` for all three.
+    """
+    if base not in BASES:
+        raise ValueError(f"base must be one of {BASES}, got {base!r}")
+    n = lam.numel() - 1
+    rows: list[Tensor] = []
+    x = torch.zeros(n + 1, dtype=lam.dtype, device=lam.device)
+    x[0] = 1.0
+    x_corr = x  # UniPC: corrected state at the current point
+    order = {"ddim": 1, "dpmpp_2m": 2, "unipc": 3}[base]
+    lof = base != "dpmpp_2m" or n < LOWER_ORDER_FINAL_STEPS
+    prev: dict[str, Any] | None = None
+    for i in range(n):
+        e_i = _unit(n, i, lam)
+        if base == "unipc" and prev is not None and prev["corr"] is not None:
+            # UniC: correct the state at t_i with the new estimate D_i
+            w = prev["corr"]
+            x_corr = prev["ex"] * prev["x"] + w[0] * e_i
+            for k, wk in enumerate(w[1:]):
+                x_corr = x_corr + wk * _unit(n, prev["i"] - k, lam)
+        elif base == "unipc":
+            x_corr = x
+        if zero_end and i == n - 1:
+            x = e_i
+            rows.append(x)
+            continue
+        h = lam[i + 1] - lam[i]
+        ex = torch.exp(-h)
+        p = min(order, i + 1, n - i) if lof else min(order, i + 1)
+        if base != "unipc":
+            x = ex * x - torch.expm1(-h) * e_i
+            if p == 2:  # DPM-Solver++(2M), midpoint: + phi_1(h)/2 (D_i - D_{i-1}) / r0
+                c = -0.5 * torch.expm1(-h) * h / (lam[i] - lam[i - 1])
+                x = x + c * (e_i - _unit(n, i - 1, lam))
+            rows.append(x)
+            continue
+        hh = -h
+        hp1 = torch.expm1(hh)  # e^{-h} - 1; B(h) for bh2
+        r = [(lam[i - k] - lam[i]) / h for k in range(1, p)] + [torch.ones_like(h)]
+        g = [math.factorial(j) * hh * _phi(j + 1, hh) / hp1 for j in range(1, p + 1)]
+        rho_p = [] if p == 1 else ([0.5 * torch.ones_like(h)] if p == 2
+                                    else _vandermonde_solve(r[: p - 1], g[: p - 1]))
+        xn = ex * x_corr + (-hp1 + hp1 * sum((rk / r[k] for k, rk in enumerate(rho_p)),
+                                             torch.zeros_like(h))) * e_i
+        for k, rk in enumerate(rho_p):
+            xn = xn - hp1 * rk / r[k] * _unit(n, i - k - 1, lam)
+        corr = None
+        if i < n - 1:
+            rho_c = [0.5 * torch.ones_like(h)] if p == 1 else _vandermonde_solve(r, g)
+            w_i = -hp1 + hp1 * (sum((rc / r[k] for k, rc in enumerate(rho_c[:-1])),
+                                    torch.zeros_like(h)) + rho_c[-1])
+            corr = [-hp1 * rho_c[-1], w_i] + [-hp1 * rc / r[k]
+                                              for k, rc in enumerate(rho_c[:-1])]
+        prev = {"corr": corr, "ex": ex, "x": x_corr, "i": i}
+        x = xn
+        rows.append(x)
+    mat = torch.stack(rows)
+    return mat[:, 0], mat[:, 1:]
+
+
+# --------------------------------------------------------------------------- time points
+def _log_st(process: Any, t: float) -> float:
+    return float(torch.log(process.sigma_tilde(torch.tensor([float(t)], dtype=_F64)))[0])
+
+
+def _times_from_log_st(process: Any, s: Tensor) -> Tensor:
+    """Process times at ``log sigma~ = s``, differentiable in ``s`` whatever the inverse:
+    the value of ``process.t_from_sigma_tilde`` with the implicit-function derivative
+    ``dt/ds = 1 / (d log sigma~ / dt)``."""
+    t0 = process.t_from_sigma_tilde(torch.exp(s.detach())).to(s.dtype)
+    if not s.requires_grad:
+        return t0
+    slope = process.d_sigma(t0) / process.sigma(t0) - process.d_alpha(t0) / process.alpha(t0)
+    return t0 + (s - s.detach()) / slope.detach()
+
+
+class _Params(nn.Module):
+    """The learnable solver: time logits ``theta`` and the residual coefficients."""
+
+    def __init__(self, process: Any, t_start: float, t_low: float, zero_end: bool,
+                 t_last: float, init_times: Tensor, base: str):
+        super().__init__()
+        self.process, self.base, self.zero_end = process, base, zero_end
+        self.t_start, self.t_last = t_start, t_last
+        self.s_hi, self.s_lo = _log_st(process, t_start), _log_st(process, t_low)
+        n = init_times.numel() - 1
+        s_init = torch.log(process.sigma_tilde(init_times[1:n].to(_F64)))
+        u = torch.cat([torch.tensor([self.s_hi], dtype=_F64), s_init,
+                       torch.tensor([self.s_lo], dtype=_F64)])
+        inc = (u[:-1] - u[1:]) / (self.s_hi - self.s_lo)
+        if not bool((inc > 0).all()):
+            raise ValueError("the initial grid must be strictly inside (t_low, t_start)")
+        self.theta = nn.Parameter(torch.log(inc))
+        self.dc = nn.Parameter(torch.zeros(n, dtype=_F64))
+        self.db = nn.Parameter(torch.zeros(n, n, dtype=_F64))
+        self.register_buffer("mask", torch.tril(torch.ones(n, n, dtype=_F64)))
+
+    def log_sigma_tilde(self) -> Tensor:
+        """``log sigma~`` of the ``n - 1`` interior points (decreasing)."""
+        w = torch.softmax(self.theta, 0)
+        return self.s_hi - (self.s_hi - self.s_lo) * torch.cumsum(w, 0)[:-1]
+
+    def solver(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(times (n + 1,), a (n,), b (n, n))`` of ``z_{i+1} = a_i z_0 + sum_j b_ij D_j``."""
+        p = self.process
+        s_in = self.log_sigma_tilde()
+        one = torch.ones(1, dtype=_F64, device=s_in.device)
+        t_in = _times_from_log_st(p, s_in)
+        times = torch.cat([one * self.t_start, t_in, one * self.t_last])
+        s_end = one * (0.0 if self.zero_end else _log_st(p, self.t_last))
+        lam = -torch.cat([one * self.s_hi, s_in, s_end])
+        a_t, s_t = p.alpha(times).to(_F64), p.sigma(times).to(_F64)
+        st0 = math.exp(self.s_hi)
+        big_a, big_b = base_coefficients(lam, self.base, self.zero_end)
+        c = big_a * st0 + self.dc  # weight of the unit noise z_0 / sigma_0 in x~_{i+1}
+        b = (big_b + self.db * self.mask) * a_t[1:, None]
+        return times, a_t[1:] * c / s_t[0], b
+
+
+# --------------------------------------------------------------------------- the solver
+def _rollout(s: Sampling, times: Tensor, a: Tensor | list[float], b: Tensor | list[list[float]],
+             disable: bool | None = True) -> Tensor:
+    """``z_{i+1} = a_i z_0 + sum_j b_ij D_j``: one denoiser call per step."""
+    z0 = z = s.z
+    ds: list[Tensor] = []
+    for i in progress(len(a), disable):
+        d, _ = s.denoise_at(z, times[i].expand(s.batch))
+        ds.append(d)
+        if torch.is_tensor(a):
+            z = z0 * a[i]
+            for j in range(i + 1):
+                z = z + b[i][j] * ds[j]
+        else:
+            z = z0 * a[i] if a[i] != 0.0 else torch.zeros_like(z0)
+            for j in range(i + 1):
+                if b[i][j] != 0.0:
+                    z.add_(ds[j], alpha=b[i][j])
+        s.report(i, z, d)
+    return z
+
+
+@dataclass
+class BespokeSolver:
+    """A fitted bespoke solver: ``z_{i+1} = a_i z_0 + sum_{j <= i} b_ij D_j`` on ``times``
+    (Shaul et al. 2024, BNS solvers in data-prediction form; see the module docstring).
+
+    Attributes:
+        times: ``(n + 1,)`` descending process times, float64 (:attr:`grid`).
+        a: ``(n,)`` weights of the (centred) starting point, float64.
+        b: ``(n, n)`` lower-triangular weights of the denoised estimates, float64.
+        meta: JSON-serialisable metadata (base solver, losses, process name, ...).
+    """
+
+    times: Tensor
+    a: Tensor
+    b: Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.times = torch.as_tensor(self.times, dtype=_F64).detach().cpu()
+        self.a = torch.as_tensor(self.a, dtype=_F64).detach().cpu()
+        self.b = torch.as_tensor(self.b, dtype=_F64).detach().cpu()
+        n = self.a.numel()
+        if self.times.shape != (n + 1,) or self.b.shape != (n, n):
+            raise ValueError("need times (n + 1,), a (n,) and b (n, n)")
+        if not bool((self.times[1:] < self.times[:-1]).all()):
+            raise ValueError("bespoke solver times must be strictly decreasing")
+
+    @property
+    def steps(self) -> int:
+        """Number of steps = denoiser calls (NFE)."""
+        return self.a.numel()
+
+    @property
+    def grid(self) -> Tensor:
+        """The descending process times (float64)."""
+        return self.times.clone()
+
+    @torch.no_grad()
+    def sample(self, denoiser: Denoiser, x: Tensor, *, cond: dict[str, Any] | None = None,
+               callback: Callback | None = None, disable: bool | None = None) -> Tensor:
+        """Run the solver from ``x`` at ``times[0]`` (see :func:`sample_bespoke`)."""
+        s = Sampling(denoiser, x, self.times, cond, callback)
+        z = _rollout(s, s.ts, self.a.tolist(), self.b.tolist(), disable)
+        return s.finish(z).to(x.dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": "polydiff.bespoke/1", "times": self.times.tolist(),
+                "a": self.a.tolist(), "b": self.b.tolist(), "meta": self.meta}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BespokeSolver:
+        if d.get("format") != "polydiff.bespoke/1":
+            raise ValueError(f"not a polydiff bespoke solver: format {d.get('format')!r}")
+        return cls(torch.tensor(d["times"], dtype=_F64), torch.tensor(d["a"], dtype=_F64),
+                   torch.tensor(d["b"], dtype=_F64), dict(d.get("meta", {})))
+
+    def save(self, path: str) -> None:
+        """Write the solver as JSON (floats round-trip exactly)."""
+        with open(path, "w") as fh:
+            json.dump(self.to_dict(), fh)
+
+    @classmethod
+    def load(cls, path: str) -> BespokeSolver:
+        with open(path) as fh:
+            return cls.from_dict(json.load(fh))
+
+
+@torch.no_grad()
+def sample_bespoke(denoiser: Denoiser, x: Tensor, solver: BespokeSolver, *,
+                   cond: dict[str, Any] | None = None, callback: Callback | None = None,
+                   disable: bool | None = None) -> Tensor:
+    """Sample with a fitted :class:`BespokeSolver` (Shaul et al. 2024, "Bespoke Non-Stationary
+    Solvers for Fast Sampling of Diffusion and Flow Models"): ``x`` is the batch at
+    ``solver.grid[0]``; one denoiser call per step (NFE = ``solver.steps``), in ``x``'s dtype.
+    The grid is the solver's own (it is part of what was learned)."""
+    return solver.sample(denoiser, x, cond=cond, callback=callback, disable=disable)
+
+
+# --------------------------------------------------------------------------- fitting
+def _reference(denoiser: Denoiser, x: Tensor, t_start: float, t_end: float | None,
+               cond: dict[str, Any] | None) -> Tensor:
+    """Tight adaptive PF-ODE endpoints (rtol = atol = 1e-8); ``t_end=None``: to sigma = 0,
+    finished with the denoiser at ``t_min``."""
+    from polydiff.core.samplers.adaptive import solve_pf_ode
+
+    p = denoiser.process
+    end = p.t_min if t_end is None else t_end
+    with torch.no_grad():
+        z, _ = solve_pf_ode(denoiser, x.double(), t_start, end, cond=cond, rtol=1e-8,
+                            atol=1e-8)
+        if t_end is not None:
+            return z
+        tt = torch.full((x.shape[0],), float(end), dtype=_F64, device=x.device)
+        return denoiser.x0(z, tt, **(cond or {})).double()
+
+
+def _subset(cond: dict[str, Any] | None, idx: Tensor, batch: int) -> dict[str, Any] | None:
+    if cond is None:
+        return None
+    return {k: v[idx] if torch.is_tensor(v) and v.ndim > 0 and v.shape[0] == batch else v
+            for k, v in cond.items()}
+
+
+def _init_grid(process: Any, steps: int, t_start: float, t_end: float | None, zero_end: bool,
+               init: str | Tensor, slack: float) -> Tensor:
+    """The starting grid; with ``zero_end`` the last positive point is moved up by a
+    fraction ``slack`` of the log-sigma~ range so that it can move both ways."""
+    if torch.is_tensor(init):
+        grid = init.detach().to(_F64).cpu().flatten()
+        last = float(process.t_zero) if zero_end else float(
+            process.t_min if t_end is None else t_end)
+        if grid.numel() != steps + 1 or float(grid[0]) != t_start or float(grid[-1]) != last:
+            raise ValueError(f"an explicit initial grid needs {steps + 1} times from t_start = "
+                             f"{t_start} to {last}")
+        return grid
+    grid = time_grid(process, steps, init, t_start=t_start, t_end=t_end, final_zero=zero_end)
+    if zero_end and steps > 1:
+        s_hi, s_lo = _log_st(process, t_start), _log_st(process, process.t_min)
+        s = torch.log(process.sigma_tilde(grid[1:-1]))
+        s = s_hi - (s_hi - s) * (1.0 - slack) if s_hi > s_lo else s
+        grid[1:-1] = process.t_from_sigma_tilde(torch.exp(s))
+    return grid
+
+
+def fit_bespoke(denoiser: Denoiser, x_cal: Tensor, steps: int, *,
+                reference: Tensor | None = None, cond: dict[str, Any] | None = None,
+                t_start: float | None = None, t_end: float | None = None,
+                final_zero: bool = True, base: str = "dpmpp_2m", init: str | Tensor = "logsnr",
+                iters: int = 300, lr: float = 1e-2, lr_times: float | None = None,
+                loss: str = "rmse", batch_size: int | None = None, val_fraction: float = 0.0,
+                patience: int | None = None, eval_every: int | None = None,
+                weight_decay: float = 0.0, importance: bool = False, learn_times: bool = True,
+                learn_coefficients: bool = True, slack: float = 0.05,
+                generator: torch.Generator | None = None,
+                callback: Callable[[dict[str, Any]], None] | None = None,
+                disable: bool | None = None) -> BespokeSolver:
+    """Fit a bespoke non-stationary solver of ``steps`` steps to ``denoiser`` (Shaul et al.
+    2024, "Bespoke Non-Stationary Solvers for Fast Sampling of Diffusion and Flow Models").
+
+    Minimises the RMS (``loss="rmse"``) or mean-square (``"mse"``) error of the solver's output
+    against accurate endpoints of the probability-flow ODE on the calibration batch ``x_cal``
+    (noise at ``t_start``) with Adam, differentiating through the denoiser (which must be
+    differentiable in its input and time; use float64 for exact test beds), and returns the
+    parameters with the best calibration (or validation) loss.
+
+    Args:
+        denoiser: the model.
+        x_cal: calibration batch at ``t_start``; its dtype is the training dtype.
+        steps: number of steps = NFE (``>= 1``).
+        reference: the exact endpoints for ``x_cal``; default: :func:`solve_pf_ode
+            <polydiff.core.samplers.adaptive.solve_pf_ode>` at rtol = atol = 1e-8.
+        cond: per-sample conditioning (tensors with a leading batch dimension are batched).
+        t_start, t_end, final_zero: the integration range, as :func:`time_grid` (the last
+            step lands on ``sigma = 0`` with ``final_zero``; learned points stay in
+            ``(t_min, t_start)``, or ``(t_end, t_start)`` without it).
+        base: the solver it starts from and whose coefficients the learned ones are a
+            residual over: ``"ddim"``, ``"dpmpp_2m"`` or ``"unipc"``.
+        init: the starting grid kind of :func:`time_grid` or an explicit grid.
+        iters, lr, lr_times: Adam iterations and learning rates (coefficients; time logits,
+            default ``2 * lr``), with cosine decay to 1% over ``iters``.
+        batch_size: mini-batch size (default: the whole calibration batch). With mini-batches
+            or a validation split the selection loss is evaluated every ``eval_every``
+            iterations (default ``iters // 30``), else at every iteration for free.
+        val_fraction, patience: hold out this fraction of ``x_cal`` to choose the best
+            parameters, stopping after ``patience`` evaluations without improvement.
+        weight_decay: Adam's L2 pull of the learned residuals towards the base solver.
+        importance: draw mini-batches in proportion to (a defensive mixture of uniform and)
+            each sample's last measured error, with unbiased ``1 / (n p)`` weights. The
+            error is often carried by a few samples near decision boundaries between modes;
+            off by default (in our measurements it did not help).
+        learn_times, learn_coefficients: what is learned.
+        slack: with ``final_zero``, the initial last positive point is raised by this fraction
+            of the log-sigma~ range, so that it can move both ways.
+        generator: for mini-batch and validation sampling.
+        callback: called after each iteration with ``{"i", "loss", "best", "selection"}``
+            (``selection``: the selection loss where it was evaluated, else ``None``).
+        disable: progress bar (tqdm), as for the samplers.
+    """
+    if loss not in ("rmse", "mse"):
+        raise ValueError(f"loss must be 'rmse' or 'mse', got {loss!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    p = denoiser.process
+    t0 = float(p.t_max if t_start is None else t_start)
+    zero_end = final_zero and p.t_zero is not None
+    t_last = float(p.t_zero) if zero_end else float(p.t_min if t_end is None else t_end)
+    t_low = float(p.t_min) if zero_end else t_last
+    grid = _init_grid(p, steps, t0, t_end, zero_end, init, slack)
+    if reference is None:
+        reference = _reference(denoiser, x_cal, t0, None if zero_end else t_last, cond)
+    params = _Params(p, t0, t_low, zero_end, t_last, grid, base).to(x_cal.device)
+    n_all = x_cal.shape[0]
+    c_all = denoiser.center(dict(cond or {}))
+    target = reference.to(x_cal.dtype) if c_all is None else (reference - c_all).to(x_cal.dtype)
+    perm = torch.randperm(n_all, generator=generator)
+    n_val = int(round(val_fraction * n_all))
+    val_idx, tr_idx = perm[:n_val], perm[n_val:]
+
+    def run(idx: Tensor, with_grad: bool, weights: Tensor | None = None
+            ) -> tuple[Tensor, Tensor]:
+        """Loss on ``x_cal[idx]`` (importance ``weights``) and the per-sample squared errors."""
+        x, sub = x_cal[idx], _subset(cond, idx, n_all)
+        with torch.set_grad_enabled(with_grad):
+            times, a, b = params.solver()
+            s = Sampling(denoiser, x, times.detach(), sub)
+            z = _rollout(s, times, a, b)
+            per = (z - target[idx]).pow(2).reshape(idx.numel(), -1).mean(1)
+            err = per.mean() if weights is None else (per * weights).mean()
+        return (err.sqrt() if loss == "rmse" else err), per.detach()
+
+    groups = []
+    if learn_coefficients:
+        groups.append({"params": [params.dc, params.db], "lr": lr,
+                       "weight_decay": weight_decay})
+    if learn_times and steps > 1:
+        groups.append({"params": [params.theta], "lr": 2 * lr if lr_times is None else lr_times})
+    init_loss = float(run(tr_idx, False)[0])
+    if not (groups and iters > 0):
+        iters = 0
+    bs = tr_idx.numel() if batch_size is None else min(batch_size, tr_idx.numel())
+    full = bs == tr_idx.numel()
+    # full-batch training without validation judges every iterate by its own training loss
+    # (free); otherwise the selection set is evaluated every ``every`` iterations
+    every = 1 if full and not n_val else (eval_every or max(1, iters // 30))
+    best, best_state = math.inf, copy.deepcopy(params.state_dict())
+    if not (full and not n_val):
+        best = float(run(val_idx, False)[0]) if n_val else init_loss
+    opt = torch.optim.Adam(groups) if iters else None
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters, eta_min=0.01 * lr) \
+        if opt is not None else None
+    stall = 0
+    n_tr = tr_idx.numel()
+    probs = torch.full((n_tr,), 1.0 / n_tr, dtype=_F64)
+    for it in progress(iters + 1, disable, desc="bespoke"):
+        last = it == iters
+        weights = None
+        if full:
+            pos = torch.arange(n_tr)
+        elif importance:  # unbiased: sample by probs, weight by 1 / (n p)
+            pos = torch.multinomial(probs, bs, replacement=True, generator=generator)
+            weights = (1.0 / (n_tr * probs[pos])).to(x_cal.dtype)
+        else:
+            pos = torch.randperm(n_tr, generator=generator)[:bs]
+        value, _ = run(tr_idx[pos], not last, weights)
+        ok = bool(torch.isfinite(value))
+        sel = None
+        if full and not n_val:
+            sel = float(value.detach()) if ok else math.inf
+        elif it % every == 0 or last:
+            sel = float(run(val_idx, False)[0]) if n_val else None
+            if not n_val or (importance and not full):
+                tr_loss, per = run(tr_idx, False)
+                sel = float(tr_loss) if sel is None else sel
+                if bool(torch.isfinite(per).all()) and float(per.sum()) > 0:
+                    # defensive mixture of the error distribution and the uniform one
+                    probs = 0.5 * per.to(_F64) / per.to(_F64).sum() + 0.5 / n_tr
+        if sel is not None:
+            if sel < best:
+                best, stall = sel, 0
+                best_state = copy.deepcopy(params.state_dict())
+            else:
+                stall += 1
+        if callback is not None:
+            callback({"i": it, "loss": float(value.detach()), "best": best, "selection": sel})
+        if last or (patience is not None and stall > patience):
+            break
+        if ok:
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+        sched.step()
+    params.load_state_dict(best_state)
+    with torch.no_grad():
+        times, a, b = params.solver()
+    final = float(run(tr_idx, False)[0])
+    meta = {"base": base, "steps": steps, "final_zero": zero_end, "t_start": t0,
+            "process": type(p).__name__, "loss": loss, "iters": iters,
+            "calibration_rmse_init": init_loss if loss == "rmse" else math.sqrt(init_loss),
+            "calibration_rmse": final if loss == "rmse" else math.sqrt(final),
+            "calibration_size": int(tr_idx.numel()), "validation_size": int(n_val)}
+    return BespokeSolver(times, a, b, meta)
