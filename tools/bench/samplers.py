@@ -172,7 +172,7 @@ def sliced_w2(a: torch.Tensor, b: torch.Tensor, n_proj: int = 256, seed: int = 0
 
 
 # --------------------------------------------------------------------------- overhead
-def overhead(process: VPDiscrete, dim: int, batch: int, steps: int = 50,
+def overhead(process: VPDiscrete, dim: int, batch: int, steps: int = 10,
              repeats: int = 3) -> dict[str, dict[str, float]]:
     """Per-step time of each sampler with a free model (returns a preallocated tensor)."""
     zeros = torch.zeros(batch, dim)
@@ -199,6 +199,16 @@ def overhead(process: VPDiscrete, dim: int, batch: int, steps: int = 50,
         sec = best(lambda s=s, n=n: s.fn(den, noise, poly_grid(process, n, "logsnr"),
                                          disable=True, **s.kwargs))
         out["polydiff"][s.name] = 1e6 * sec / (grid.numel() - 1)
+    # a bespoke solver's rollout (coefficients from a 1-iteration fit; cost does not depend on
+    # their values)
+    from polydiff.core.samplers.bespoke import fit_bespoke
+
+    mix = GaussianMixture.random(dim, 2, seed=0)
+    cal = torch.randn(8, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    solver = fit_bespoke(mix.denoiser(process), cal, steps, reference=cal, t_start=1.0, iters=1,
+                         disable=True)
+    sec = best(lambda: solver.sample(den, noise, disable=True))
+    out["polydiff"]["bespoke"] = 1e6 * sec / steps
     for name, (cls_name, kw) in diffusers_configs().items():
         if "karras" in name or "lu" in name:
             continue
@@ -236,20 +246,30 @@ def evaluate(quick: bool, batch: int, log, bespoke_nfes: tuple[int, ...] = (5, 1
                     x = s.fn(den, noise, poly_grid(process, steps, kind), disable=True,
                              **s.kwargs)
                     entry["polydiff"][f"{s.name}/{kind}"] = rmse(x, ref)
-            # bespoke solvers: fitted per model and NFE on the calibration noise only
+            # bespoke solvers: fitted per model and NFE on the calibration noise only; the base
+            # solver is chosen on a selection split of the calibration noise, never on `noise`
             if nfe in bespoke_nfes:
                 t_fit = time.perf_counter()
-                solver = fit_bespoke(den, cal_noise.double(), nfe, reference=cal_ref,
-                                     t_start=1.0, base="dpmpp_2m", iters=bespoke_iters,
-                                     lr=0.02, batch_size=512,
-                                     generator=torch.Generator().manual_seed(nfe),
-                                     disable=True)
+                n_fit = (3 * n_cal) // 4
+                fits = {}
+                for base in ("dpmpp_2m", "unipc"):
+                    solver = fit_bespoke(den, cal_noise[:n_fit].double(), nfe,
+                                         reference=cal_ref[:n_fit], t_start=1.0, base=base,
+                                         iters=bespoke_iters, lr=0.02, batch_size=512,
+                                         generator=torch.Generator().manual_seed(nfe),
+                                         disable=True)
+                    sel = rmse(solver.sample(den, cal_noise[n_fit:].double(), disable=True),
+                               cal_ref[n_fit:])
+                    fits[base] = (sel, solver)
+                base, (sel, solver) = min(fits.items(), key=lambda kv: kv[1][0])
                 fit_s = time.perf_counter() - t_fit
                 x = solver.sample(den, noise, disable=True)
                 entry["polydiff"]["bespoke"] = rmse(x, ref)
-                entry["bespoke_fit"] = {"seconds": fit_s, "calibration_samples": n_cal,
-                                        "iters": bespoke_iters, "base": "dpmpp_2m",
-                                        "grid": solver.grid.tolist()}
+                entry["bespoke_fit"] = {
+                    "seconds": fit_s, "fit_samples": n_fit, "selection_samples": n_cal - n_fit,
+                    "iters": bespoke_iters, "base": base,
+                    "selection_rmse": {k: v[0] for k, v in fits.items()},
+                    "grid": solver.grid.tolist()}
             for name, (cls_name, kw) in diffusers_configs().items():
                 sched = make_scheduler(cls_name, kw)
                 x, used = run_diffusers(sched, eps_model, noise, diffusers_steps(cls_name, nfe))
@@ -308,18 +328,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--quick", action="store_true", help="3 problems, batch 128")
-    ap.add_argument("--batch", type=int, default=None, help="evaluation batch (default 256)")
+    ap.add_argument("--quick", action="store_true", help="3 problems, smaller batches")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="evaluation batch (default 1024; quick 256)")
     ap.add_argument("--out", type=str, default=None, help="also write the JSON to this file")
     ap.add_argument("--no-bespoke", action="store_true", help="skip fitting bespoke solvers")
     ap.add_argument("--cal", type=int, default=None,
                     help="calibration samples for bespoke solvers (default 2048; quick 1024)")
     ap.add_argument("--iters", type=int, default=None,
-                    help="Adam iterations per bespoke fit (default 600; quick 300)")
+                    help="Adam iterations per bespoke fit (default 400; quick 200)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    batch = args.batch or (128 if args.quick else 256)
+    batch = args.batch or (256 if args.quick else 1024)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -327,8 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     res = evaluate(args.quick, batch, log, () if args.no_bespoke else (5, 10),
                    args.cal or (1024 if args.quick else 2048),
-                   args.iters or (300 if args.quick else 600))
-    res["overhead_us_per_step"] = overhead(VPDiscrete.linear(N_TRAIN), 64, batch)
+                   args.iters or (200 if args.quick else 400))
+    res["overhead_us_per_step"] = overhead(VPDiscrete.linear(N_TRAIN), 64, 256, repeats=5)
     ov = res["overhead_us_per_step"]
     log("per-step overhead (us, free model): polydiff "
         + ", ".join(f"{k} {v:.0f}" for k, v in ov["polydiff"].items()) + " | diffusers "

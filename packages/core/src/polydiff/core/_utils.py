@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["append_dims", "as_time", "schedule_dtype", "time_tensor"]
+__all__ = ["append_dims", "as_time", "compact_time", "schedule_dtype", "time_tensor"]
 
 
 def append_dims(v: Tensor, x: Tensor) -> Tensor:
@@ -49,3 +49,12 @@ def time_tensor(t: float | Tensor) -> Tensor:
     """``t`` unchanged if it is a tensor, else a float64 tensor (schedules keep the caller's
     dtype so float64 arithmetic is the caller's choice)."""
     return t if torch.is_tensor(t) else torch.as_tensor(t, dtype=torch.float64)
+
+
+def compact_time(t: Tensor) -> Tensor:
+    """``t[:1]`` when a per-sample time is one value broadcast over the batch (an ``expand``ed
+    scalar, as samplers pass it), else ``t``: schedule arithmetic then costs one element, and
+    the ``(1,)`` result still broadcasts against the batch through :func:`append_dims`."""
+    if torch.is_tensor(t) and t.ndim == 1 and t.shape[0] > 1 and t.stride(0) == 0:
+        return t[:1]
+    return t

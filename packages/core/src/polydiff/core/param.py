@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from polydiff.core._utils import append_dims
+from polydiff.core._utils import append_dims, compact_time
 from polydiff.core.processes.gaussian import GaussianProcess
 
 __all__ = [
@@ -43,7 +43,9 @@ def to_x0_eps(pred: Tensor, kind: str, x: Tensor, t: Tensor, process: GaussianPr
     """Recover ``(x0, eps)`` from a prediction of type ``kind`` at ``(x_t, t)``."""
     _check(kind)
     z = x if y is None else x - y
-    a, s = append_dims(process.alpha(t), x), append_dims(process.sigma(t), x)
+    t = compact_time(t)
+    a, s = process.alpha_sigma(t)
+    a, s = append_dims(a, x), append_dims(s, x)
     if kind == "epsilon":
         eps = pred
         z0 = (z - s * eps) / a
@@ -73,6 +75,7 @@ def from_x0_eps(x0: Tensor, eps: Tensor, kind: str, x: Tensor, t: Tensor,
         return eps
     if kind == "sample":
         return x0
+    t = compact_time(t)
     z0 = x0 if y is None else x0 - y
     if kind == "v_prediction":
         return append_dims(process.alpha(t), x) * eps - append_dims(process.sigma(t), x) * z0

@@ -61,6 +61,10 @@ class GaussianProcess(ABC):
     def d_sigma(self, t: Tensor) -> Tensor:
         """``d sigma / dt``."""
 
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(alpha(t), sigma(t))`` together (subclasses share work between the two)."""
+        return self.alpha(t), self.sigma(t)
+
     def log_snr(self, t: Tensor) -> Tensor:
         """``lambda(t) = log(alpha^2 / sigma^2)``, decreasing in ``t``."""
         return 2.0 * (torch.log(self.alpha(t)) - torch.log(self.sigma(t)))

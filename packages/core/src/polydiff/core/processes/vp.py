@@ -36,6 +36,10 @@ class _VP(GaussianProcess):
         # clamp: log alpha(0) can round to a tiny positive number (cosine schedule)
         return torch.sqrt(-torch.expm1((2.0 * self.log_alpha(time_tensor(t))).clamp(max=0.0)))
 
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        la = self.log_alpha(time_tensor(t))
+        return torch.exp(la), torch.sqrt(-torch.expm1((2.0 * la).clamp(max=0.0)))
+
     def d_alpha(self, t: Tensor) -> Tensor:
         return self.alpha(t) * self.d_log_alpha(time_tensor(t))
 
@@ -156,6 +160,7 @@ class VPDiscrete(_VP):
                              torch.arange(1, n + 1, dtype=torch.float64) / n])
         self._la = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.log(ac)])
         self.t_min, self.t_max = 1.0 / n, 1.0
+        self._on: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     @classmethod
     def linear(cls, n: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
@@ -168,22 +173,25 @@ class VPDiscrete(_VP):
         b = torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
         return cls(betas=b)
 
-    def _segment(self, t: Tensor) -> tuple[Tensor, Tensor]:
+    def _tables(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        tabs = self._on.get(device)
+        if tabs is None:
+            tabs = self._on[device] = (self._t.to(device), self._la.to(device))
+        return tabs
+
+    def _segment(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         t = time_tensor(t)
-        idx = torch.clamp(torch.searchsorted(self._t.to(t.device), t.detach().contiguous(),
-                                         right=True) - 1,
-                          0, self.num_train_timesteps - 1)
-        return t, idx
+        tt, la = self._tables(t.device)
+        idx = torch.searchsorted(tt, t.detach().contiguous(), right=True).sub_(1)
+        return t, idx.clamp_(0, self.num_train_timesteps - 1), tt, la
 
     def log_alpha(self, t: Tensor) -> Tensor:
-        t, i = self._segment(t)
-        tt, la = self._t.to(t.device), self._la.to(t.device)
-        w = (t - tt[i]) / (tt[i + 1] - tt[i])
-        return la[i] + w * (la[i + 1] - la[i])
+        t, i, tt, la = self._segment(t)
+        t0, l0 = tt[i], la[i]
+        return l0 + (t - t0) * ((la[i + 1] - l0) / (tt[i + 1] - t0))
 
     def d_log_alpha(self, t: Tensor) -> Tensor:
-        t, i = self._segment(t)
-        tt, la = self._t.to(t.device), self._la.to(t.device)
+        t, i, tt, la = self._segment(t)
         return (la[i + 1] - la[i]) / (tt[i + 1] - tt[i])
 
     def t_from_log_snr(self, lam: Tensor) -> Tensor:
