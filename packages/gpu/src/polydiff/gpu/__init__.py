@@ -1,0 +1,1 @@
+"""polydiff-gpu: device, precision, compile, CUDA graphs, timing, memory, seeding, distributed."""
