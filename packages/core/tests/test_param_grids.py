@@ -123,3 +123,7 @@ def test_explicit_grid_and_errors():
         time_grid(p, 4, "cubic")
     with pytest.raises(ValueError):
         time_grid(p, 0, "uniform")
+    with pytest.raises(ValueError, match="sigma = 0"):
+        time_grid(p, 5, "logsnr", t_end=0.0)
+    lin = time_grid(p, 5, "uniform", t_end=0.0)  # diffusers' "linspace" spacing
+    torch.testing.assert_close(lin, torch.linspace(1.0, 0.0, 6, dtype=torch.float64))

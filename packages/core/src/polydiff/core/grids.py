@@ -6,7 +6,8 @@ process that has a zero-noise time) the last of the ``n`` steps instead lands on
 ``process.t_zero`` where ``sigma = 0``, as in Karras et al. 2022 (Algorithm 1's
 ``sigma_N = 0``) and diffusers' ``final_sigmas_type="zero"``. Spacings:
 
-* ``"uniform"``: uniform in ``t`` (DDPM/DDIM "linspace");
+* ``"uniform"``: uniform in ``t`` (DDPM/DDIM "linspace"; with ``t_end=process.t_zero`` it
+  is diffusers' ``timestep_spacing="linspace"`` grid, whose last step lands on sigma = 0);
 * ``"logsnr"``: uniform in log-SNR ``lambda`` (Lu et al. 2022, DPM-Solver, Sec. 3.3);
 * ``"edm"``: uniform in ``sigma~^(1/rho)``, ``sigma~ = sigma/alpha``, ``rho = 7``
   (Karras et al. 2022, eq. 5);
@@ -48,6 +49,9 @@ def time_grid(process: GaussianProcess, n: int, kind: str = "logsnr", *,
     t1 = float(process.t_min if t_end is None else t_end)
     if not t0 > t1:
         raise ValueError(f"t_start ({t0}) must exceed t_end ({t1})")
+    if kind in ("logsnr", "edm") and t1 == process.t_zero:
+        raise ValueError(f"a {kind!r} grid cannot be spaced down to sigma = 0: end at a "
+                         "positive noise level and pass final_zero=True")
     zero = final_zero and process.t_zero is not None
     m = n - 1 if zero else n  # intervals spanned by the spacing rule
     if m == 0:
