@@ -3,26 +3,34 @@
 Submodules: :mod:`~polydiff.core.processes` (forward processes), :mod:`~polydiff.core.param`
 (parameterizations), :mod:`~polydiff.core.denoiser`, :mod:`~polydiff.core.losses`,
 :mod:`~polydiff.core.grids`, :mod:`~polydiff.core.samplers`, :mod:`~polydiff.core.guidance`,
-:mod:`~polydiff.core.testbeds`, :mod:`~polydiff.core.grid_opt` and
+:mod:`~polydiff.core.testbeds`, :mod:`~polydiff.core.cli` (app helpers) and
 :mod:`~polydiff.core.interop` (diffusers, optional).
+
+The names below are imported on first use (PEP 562), so ``import polydiff.core.cli`` (and every
+app's ``--help``) does not import torch.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from polydiff.core.denoiser import Denoiser, EDMDenoiser, ModelDenoiser
-from polydiff.core.grids import time_grid
-from polydiff.core.processes import (
-    EDM,
-    OUVE,
-    VE,
-    GaussianProcess,
-    LinearInterpolant,
-    SubVP,
-    TrigInterpolant,
-    VPCosine,
-    VPDiscrete,
-    VPLinear,
-)
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from polydiff.core.denoiser import Denoiser, EDMDenoiser, ModelDenoiser
+    from polydiff.core.grids import time_grid
+    from polydiff.core.processes import (
+        EDM,
+        OUVE,
+        VE,
+        GaussianProcess,
+        LinearInterpolant,
+        SubVP,
+        TrigInterpolant,
+        VPCosine,
+        VPDiscrete,
+        VPLinear,
+    )
 
 try:
     __version__ = version("polydiff-core")
@@ -34,3 +42,31 @@ __all__ = [
     "VPCosine", "VPDiscrete", "SubVP", "VE", "EDM", "OUVE", "LinearInterpolant",
     "TrigInterpolant", "__version__",
 ]
+
+_HOME = {
+    **dict.fromkeys(("Denoiser", "ModelDenoiser", "EDMDenoiser"), "polydiff.core.denoiser"),
+    "time_grid": "polydiff.core.grids",
+    **dict.fromkeys(("GaussianProcess", "VPLinear", "VPCosine", "VPDiscrete", "SubVP", "VE",
+                     "EDM", "OUVE", "LinearInterpolant", "TrigInterpolant"),
+                    "polydiff.core.processes"),
+}
+
+
+_SUBMODULES = frozenset({"processes", "param", "denoiser", "losses", "grids", "samplers",
+                         "guidance", "testbeds", "interop", "cli", "nn", "training"})
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or a submodule) on first access."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})

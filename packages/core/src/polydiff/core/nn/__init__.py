@@ -1,0 +1,44 @@
+"""Backbones for polydiff's denoisers: shape-agnostic networks with addressable blocks.
+
+* :class:`UNet` (:mod:`~polydiff.core.nn.unet`): the DDPM U-Net for 1-D, 2-D and 3-D signals;
+* :class:`DiffusionTransformer` (:mod:`~polydiff.core.nn.transformer`): DiT (adaLN-Zero) or
+  U-ViT (time tokens, long skips) over tokens of any modality, with :func:`patchify` /
+  :func:`unpatchify`;
+* :class:`WaveNet` (:mod:`~polydiff.core.nn.wavenet`): DiffWave's dilated residual network;
+* time embeddings (:mod:`~polydiff.core.nn.embeddings`);
+* :func:`save_pretrained` / :func:`from_pretrained` (:mod:`~polydiff.core.nn.hub`):
+  ``config.json`` + ``model.safetensors`` directories, written atomically.
+
+Every backbone is called as ``model(x, t, *, class_labels=None, cond=None)`` with per-sample
+``t`` of shape ``(B,)``, and lists its blocks with ``named_blocks()`` (names that are also
+``get_submodule`` paths, for caching and quantisation hooks).
+"""
+
+from polydiff.core.nn.embeddings import (
+    GaussianFourierEmbedding,
+    LabelEmbedding,
+    SinusoidalEmbedding,
+    TimestepMLP,
+)
+from polydiff.core.nn.hub import (
+    PretrainedMixin,
+    from_pretrained,
+    model_registry,
+    register_model,
+    save_pretrained,
+)
+from polydiff.core.nn.transformer import (
+    DiffusionTransformer,
+    DiffusionTransformerConfig,
+    patchify,
+    unpatchify,
+)
+from polydiff.core.nn.unet import UNet, UNetConfig
+from polydiff.core.nn.wavenet import WaveNet, WaveNetConfig
+
+__all__ = [
+    "SinusoidalEmbedding", "GaussianFourierEmbedding", "TimestepMLP", "LabelEmbedding",
+    "UNet", "UNetConfig", "DiffusionTransformer", "DiffusionTransformerConfig", "patchify",
+    "unpatchify", "WaveNet", "WaveNetConfig", "PretrainedMixin", "save_pretrained",
+    "from_pretrained", "model_registry", "register_model",
+]
