@@ -72,3 +72,12 @@ if os.environ.get("GPU_CHECK_JSON"):
     with open(os.environ["GPU_CHECK_JSON"], "w") as f:
         f.write(text + "\n")
 PY
+
+# 3. Training-step and sampling throughput against diffusers (issue 3), and the sampler benchmark.
+#    diffusers is not on the device image: carry it as wheels (see the device tool's README) and
+#    put them on PYTHONPATH; without it these are skipped with a message.
+if python3 -c "import diffusers" 2>/dev/null; then
+  python3 tools/bench/train_step.py --json ${GPU_CHECK_OUT:+--out "$GPU_CHECK_OUT/train_step.json"}
+else
+  echo "gpu_check: diffusers not importable; skipping tools/bench/train_step.py" >&2
+fi
