@@ -31,6 +31,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -54,6 +55,12 @@ __all__ = ["Trainer", "as_objective"]
 
 LossFn = Callable[[nn.Module, Any, torch.Generator], Tensor]
 Callback = Callable[["Trainer", dict[str, Any]], None]
+
+
+def _log_to_stderr(msg: str) -> None:
+    """Training log lines go to stderr (above any progress bar), keeping stdout for results
+    such as an app's ``--json`` output."""
+    tqdm.write(msg, file=sys.stderr)
 
 
 def as_objective(loss_fn: Any) -> LossFn:
@@ -157,7 +164,7 @@ class Trainer:
         self.run_dir = self._resolve_run_dir()
         self.run: RunDir | None = None
         if self.rank == 0:
-            self.run = RunDir(self.run_dir, print_fn=tqdm.write)
+            self.run = RunDir(self.run_dir, print_fn=_log_to_stderr)
 
     # ------------------------------------------------------------------ setup
     def _resolve_run_dir(self) -> Path:
