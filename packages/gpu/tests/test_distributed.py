@@ -64,6 +64,12 @@ def test_integer_tensors_are_rejected() -> None:
 
 _WORKER = textwrap.dedent(
     """
+    import os
+    import sys
+
+    # one stdout file per rank: the two processes' prints would interleave on a shared pipe
+    sys.stdout = open(os.path.join(os.environ["WORKER_OUT"], f"rank{os.environ['RANK']}.txt"),
+                      "w", buffering=1)
     import torch
     from polydiff.gpu import (all_reduce_mean, barrier, destroy, init_distributed, is_main,
                               rank_zero_only, rank_zero_print)
@@ -99,12 +105,14 @@ def test_two_process_gloo_under_torchrun(tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     env = {k: v for k, v in os.environ.items() if k not in _TORCHRUN_ENV}
-    env.update(POLYDIFF_DEVICE="cpu", OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    env.update(POLYDIFF_DEVICE="cpu", OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1",
+               WORKER_OUT=str(tmp_path))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
            "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), str(script)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    lines = out.stdout.splitlines()
-    assert lines.count("HELLO from 0") == 1 and not any("HELLO from 1" in ln for ln in lines)
-    assert "DONE 0 True" in lines and "DONE 1 False" in lines
+    r0 = (tmp_path / "rank0.txt").read_text().splitlines()
+    r1 = (tmp_path / "rank1.txt").read_text().splitlines()
+    assert r0 == ["HELLO from 0", "DONE 0 True"], r0
+    assert r1 == ["DONE 1 False"], r1
