@@ -158,6 +158,16 @@ def test_tour_writes_self_contained_report(fake_apps, tmp_path, capsys):
     assert str(report) in captured.out and "fake-ok: ok" in captured.err
 
 
+def test_tour_with_a_relative_output_folder_embeds_figures(fake_apps, tmp_path, monkeypatch,
+                                                            capsys):
+    """Demos return paths relative to the working directory: a relative ``-o`` must still find
+    and embed them (regression: they were resolved against the demo folder a second time)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["tour", "--quick", "-o", "rel-tour", "--only", "fake-ok"]) == 0
+    page = (tmp_path / "rel-tour" / "report.html").read_text(encoding="utf-8")
+    assert "data:image/png;base64," in page and "missing file" not in page
+
+
 def test_tour_records_failures_and_exits_1(fake_apps, tmp_path, capsys):
     out = tmp_path / "tour"
     rc = main(["tour", "--quick", "-o", str(out), "--only", "fake-ok", "fake-fail,fake-bad",

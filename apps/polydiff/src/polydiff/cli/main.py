@@ -144,6 +144,7 @@ def run_tour(out: Path, entries: list[AppEntry], *, quick: bool = False,
     """
     from polydiff.cli.report import collect_environment, write_report
 
+    out = Path(out).resolve()  # demos return paths relative to the cwd or absolute
     if out.exists() and not out.is_dir():
         raise CLIError(f"output path '{out}' exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
@@ -164,7 +165,7 @@ def run_tour(out: Path, entries: list[AppEntry], *, quick: bool = False,
 
 def _cmd_tour(args: argparse.Namespace) -> int:
     entries = _select(discover_apps(), args.only)
-    report, results = run_tour(Path(args.output), entries, quick=args.quick,
+    report, results = run_tour(Path(args.output).resolve(), entries, quick=args.quick,
                                command=shlex.join([PROG, *args.argv]))
     failed = [r.name for r in results if not r.ok]
     if args.json:
