@@ -68,7 +68,23 @@ class _Fallback:
         return out
 
 
-class CompileFallback(nn.Module):
+class _FallbackStatus:
+    """``fell_back`` / ``compile_error`` of a wrapper holding a ``_Fallback`` as ``_runner``."""
+
+    _runner: _Fallback
+
+    @property
+    def fell_back(self) -> bool:
+        """True once the compiled path failed and calls run eagerly."""
+        return self._runner.fell_back
+
+    @property
+    def compile_error(self) -> BaseException | None:
+        """The exception that caused the fallback, if any."""
+        return self._runner.error
+
+
+class CompileFallback(_FallbackStatus, nn.Module):
     """A module that runs ``torch.compile(module)`` and falls back to ``module`` on failure.
 
     The eager module is the registered child ``.module``; its parameters and buffers are
@@ -82,37 +98,17 @@ class CompileFallback(nn.Module):
         # not a registered child: the compiled wrapper shares module's parameters
         object.__setattr__(self, "_runner", _Fallback(module, compiled, type(module).__name__))
 
-    @property
-    def fell_back(self) -> bool:
-        """True once the compiled path failed and calls run eagerly."""
-        return self._runner.fell_back
-
-    @property
-    def compile_error(self) -> BaseException | None:
-        """The exception that caused the fallback, if any."""
-        return self._runner.error
-
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self._runner(*args, **kwargs)
 
 
-class CompiledFunction:
+class CompiledFunction(_FallbackStatus):
     """A function that runs its compiled version and falls back to itself on failure."""
 
     def __init__(self, fn: Callable[..., Any], compiled: Callable[..., Any]):
         name = getattr(fn, "__qualname__", None) or type(fn).__name__
         self._runner = _Fallback(fn, compiled, name)
         functools.update_wrapper(self, fn)
-
-    @property
-    def fell_back(self) -> bool:
-        """True once the compiled path failed and calls run eagerly."""
-        return self._runner.fell_back
-
-    @property
-    def compile_error(self) -> BaseException | None:
-        """The exception that caused the fallback, if any."""
-        return self._runner.error
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._runner(*args, **kwargs)
