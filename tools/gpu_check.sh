@@ -15,8 +15,10 @@ SRC_PATHS="$(printf '%s:' "$ROOT"/packages/*/src)"
 export PYTHONPATH="${SRC_PATHS%:}${PYTHONPATH:+:$PYTHONPATH}"
 export POLYDIFF_REQUIRE_CUDA=1
 
-echo "== polydiff-gpu CUDA tests (POLYDIFF_REQUIRE_CUDA=1) =="
-"$PYTHON" -m pytest packages/gpu/tests/test_cuda.py -q -p no:cacheprovider "$@"
+echo "== CUDA tests (POLYDIFF_REQUIRE_CUDA=1): polydiff-gpu, compiled training on CUDA =="
+"$PYTHON" -m pytest packages/gpu/tests/test_cuda.py \
+  "packages/core/tests/test_training_engine.py::test_compiled_training_matches_eager[cuda]" \
+  -q -p no:cacheprovider "$@"
 
 echo "== polydiff-gpu benchmark: CUDA graph vs eager =="
 "$PYTHON" - <<'PY'
@@ -73,11 +75,11 @@ if os.environ.get("GPU_CHECK_JSON"):
         f.write(text + "\n")
 PY
 
-# 3. Training-step and sampling throughput against diffusers (issue 3), and the sampler benchmark.
+# Training-step and sampling throughput against diffusers (issue 3), and the sampler benchmark.
 #    diffusers is not on the device image: carry it as wheels (see the device tool's README) and
 #    put them on PYTHONPATH; without it these are skipped with a message.
-if python3 -c "import diffusers" 2>/dev/null; then
-  python3 tools/bench/train_step.py --json ${GPU_CHECK_OUT:+--out "$GPU_CHECK_OUT/train_step.json"}
+if "$PYTHON" -c "import diffusers" 2>/dev/null; then
+  "$PYTHON" tools/bench/train_step.py ${GPU_CHECK_OUT:+--out "$GPU_CHECK_OUT/train_step.json"}
 else
   echo "gpu_check: diffusers not importable; skipping tools/bench/train_step.py" >&2
 fi

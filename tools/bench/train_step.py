@@ -11,24 +11,28 @@ Two configurations:
 
 Each configuration is timed in four variants, interleaved round by round (medians reported):
 
-* ``diffusers_fp32`` / ``diffusers_bf16``: the plain diffusers loops, eager, without / with
-  ``torch.autocast(bf16)``. Training step: ``DDPMScheduler.add_noise`` +
-  ``F.mse_loss(unet(noisy, t).sample, noise)`` + AdamW; sampling:
-  ``DDIMScheduler.set_timesteps(50)`` and ``x = sched.step(unet(x, t).sample, t, x)``.
+* ``diffusers_fp32`` / ``diffusers_bf16``: the plain diffusers loops, eager. Training step:
+  ``DDPMScheduler.add_noise`` + ``F.mse_loss(unet(noisy, t).sample, noise)`` + AdamW, bf16
+  through ``torch.autocast``; sampling: ``DDIMScheduler.set_timesteps(50)`` and
+  ``x = sched.step(unet(x, t).sample, t, x)``, bf16 as a pipeline loaded with
+  ``torch_dtype=torch.bfloat16`` runs it (bf16 weights and latents, no autocast).
 * ``polydiff_fp32``: ``UNet`` trained with ``DiffusionLoss`` (epsilon target,
   ``VPDiscrete.linear``) through ``ModelDenoiser(time_input=process.model_timestep)`` +
   AdamW, sampled with ``sample_ddim`` over ``time_grid(process, 50, "uniform")``; eager.
 * ``polydiff_opt``: the same with ``polydiff.gpu``'s helpers: ``to_channels_last``,
-  ``maybe_compile`` (by default only on CUDA: ``--compile on`` forces it),
-  ``autocast(device, "bf16")`` and, on CUDA only, a ``CudaGraphRunner`` around the network
-  call of each sampling step.
+  ``maybe_compile`` (by default only on CUDA: ``--compile on`` forces it); training under
+  ``autocast(device, "bf16")`` with fused AdamW on CUDA (as the Trainer uses); sampling on
+  bf16 weights with the sampler's state in fp32 and, on CUDA only, a ``CudaGraphRunner``
+  around the network call of each sampling step.
 
+Sampling variants run on a bf16 copy of the weights made once (speed only is measured).
 The inputs are synthetic (uniform noise in [-1, 1] as "data"): only speed is measured.
-Correctness check: diffusers' weights are copied into polydiff's UNet with the mapping of
-``packages/core/tests/test_nn_unet.py`` (for CIFAR-10 on a diffusers model with
-``downsample_padding=1``, polydiff's symmetric padding; the timed diffusers model keeps the
-hub's ``downsample_padding=0``), and one forward pass (fp32 and bf16 autocast) and a short
-DDIM run on diffusers' own timesteps (``scheduler_time_grid``) are compared.
+Correctness check: diffusers' weights are copied into polydiff's UNet with
+``polydiff.core.interop.diffusers.unet_state_dict_from_diffusers`` (for CIFAR-10 on a
+diffusers model with ``downsample_padding=1``, polydiff's symmetric padding; the timed
+diffusers model keeps the hub's ``downsample_padding=0``), and one forward pass (fp32 and
+bf16 autocast) and a short DDIM run on diffusers' own timesteps (``scheduler_time_grid``)
+are compared.
 
     uv run python tools/bench/train_step.py            # table
     uv run python tools/bench/train_step.py --json     # one JSON object on stdout
@@ -41,12 +45,11 @@ Targets (GPU only, bf16): ``polydiff_opt`` samples >= 2.5x and trains >= 1.5x as
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import copy
 import json
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,6 +60,7 @@ import torch.nn.functional as F
 
 from polydiff.core.denoiser import ModelDenoiser
 from polydiff.core.grids import time_grid
+from polydiff.core.interop.diffusers import scheduler_time_grid, unet_state_dict_from_diffusers
 from polydiff.core.losses import DiffusionLoss
 from polydiff.core.nn import UNet, UNetConfig
 from polydiff.core.processes import VPDiscrete
@@ -137,21 +141,6 @@ def specs(device: torch.device, quick: bool, cpu_cifar_batch: int) -> list[Spec]
 
 
 # --------------------------------------------------------------------------- helpers
-def load_weight_mapping() -> Callable[[dict, int], dict] | None:
-    """``_from_diffusers(state_dict, levels)`` of the UNet tests (diffusers -> polydiff keys),
-    imported from its file rather than copied; ``None`` when unavailable."""
-    path = REPO / "packages" / "core" / "tests" / "test_nn_unet.py"
-    try:
-        spec = importlib.util.spec_from_file_location("_polydiff_test_nn_unet", path)
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod._from_diffusers
-    except Exception as exc:  # pytest missing, file moved
-        warnings.warn(f"weight mapping unavailable ({type(exc).__name__}: {exc})", stacklevel=2)
-        return None
-
-
 def n_params(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
@@ -219,10 +208,16 @@ def diffusers_variants(diffusers: Any, spec: Spec, device: torch.device,
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        def sample(ctx: Callable = ctx) -> torch.Tensor:
+        # bf16 sampling as a pipeline loaded with ``torch_dtype=torch.bfloat16`` runs it: bf16
+        # weights (a copy; only speed is measured) and bf16 latents, no autocast.
+        s_unet, s_noise = unet, noise0
+        if bf16:
+            s_unet = copy.deepcopy(unet).to(torch.bfloat16).eval()
+            s_noise = noise0.to(torch.bfloat16)
+
+        def sample(s_unet: Any = s_unet, s_noise: torch.Tensor = s_noise) -> torch.Tensor:
             sched = ddim_scheduler(diffusers, spec.sample_steps)
-            with ctx():
-                return diffusers_sample(unet, sched, noise0.clone())
+            return diffusers_sample(s_unet, sched, s_noise.clone())
 
         name = "diffusers_bf16" if bf16 else "diffusers_fp32"
         out.append(Variant(name, unet, train, sample, ["eager"] + (["bf16"] if bf16 else [])))
@@ -230,20 +225,23 @@ def diffusers_variants(diffusers: Any, spec: Spec, device: torch.device,
 
 
 class GraphedStep:
-    """The network call of one bf16 sampling step, captured as a CUDA graph on first use
-    (in eval mode, under no_grad); falls back to eager, with a note, if capture fails."""
+    """The network call of one sampling step on bf16 weights (fp32 state in and out: the
+    sampler's arithmetic stays fp32), captured as a CUDA graph on first use (eval mode, under
+    no_grad) when ``graph`` is true; falls back to eager, with a note, if capture fails."""
 
-    def __init__(self, model: Any, device: torch.device, batch: int, notes: list[str]):
-        self.model, self.device, self.notes = model, device, notes
+    def __init__(self, model: Any, device: torch.device, batch: int, notes: list[str],
+                 graph: bool = True):
+        self.model, self.device, self.notes, self.graph = model, device, notes, graph
         self.t_example = torch.zeros(batch, device=device)
         self.runner: CudaGraphRunner | None = None
 
     def step(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with autocast(self.device, "bf16"):
-            return self.model(x, t)
+        return self.model(x.to(torch.bfloat16), t).float()
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
+        if not self.graph:
+            return self.step(x, t.to(self.t_example.dtype))
         if self.runner is None:
             try:
                 self.runner = CudaGraphRunner(self.step, [x, self.t_example],
@@ -279,7 +277,10 @@ def polydiff_variants(spec: Spec, device: torch.device, gen: torch.Generator,
             if compile_:
                 model = maybe_compile(net)
                 notes.append("maybe_compile")
-        opt = torch.optim.AdamW(net.parameters(), lr=LR)
+        fused = opt_path and device.type == "cuda"  # one fused kernel per step (as Trainer)
+        opt = torch.optim.AdamW(net.parameters(), lr=LR, fused=fused or None)
+        if fused:
+            notes.append("fused AdamW")
         den = ModelDenoiser(model, process, "epsilon", time_input=process.model_timestep)
 
         def train(den: ModelDenoiser = den, opt: torch.optim.Optimizer = opt,
@@ -290,15 +291,21 @@ def polydiff_variants(spec: Spec, device: torch.device, gen: torch.Generator,
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        sample_den = den
-        if opt_path and device.type == "cuda":
-            graphed = GraphedStep(model, device, spec.sample_batch, notes)
+        sample_den, sample_prec = den, prec
+        if opt_path:  # sampling on a bf16 copy of the weights (speed only), compiled, graphed
+            net16 = to_channels_last(copy.deepcopy(net).to(torch.bfloat16).eval())
+            model16 = maybe_compile(net16) if compile_ else net16
+            cuda = device.type == "cuda"
+            graphed = GraphedStep(model16, device, spec.sample_batch, notes, graph=cuda)
             sample_den = ModelDenoiser(graphed, process, "epsilon",
                                        time_input=process.model_timestep)
-            notes.append("CudaGraphRunner(sampling step)")
+            sample_prec = "fp32"
+            notes.append("bf16 weights for sampling")
+            if cuda:
+                notes.append("CudaGraphRunner(sampling step)")
 
         def sample(den: ModelDenoiser = sample_den, x: torch.Tensor = x_noise,
-                   prec: str = prec) -> torch.Tensor:
+                   prec: str = sample_prec) -> torch.Tensor:
             with autocast(device, prec):
                 return sample_ddim(den, x.clone(), ts, disable=True)
 
@@ -308,20 +315,16 @@ def polydiff_variants(spec: Spec, device: torch.device, gen: torch.Generator,
 
 
 # --------------------------------------------------------------------------- checks
-def correctness(diffusers: Any, spec: Spec, device: torch.device,
-                mapping: Callable[[dict, int], dict] | None) -> dict[str, Any]:
+def correctness(diffusers: Any, spec: Spec, device: torch.device) -> dict[str, Any]:
     """Copy diffusers' weights into polydiff's UNet and compare a forward pass and a short
     DDIM run on diffusers' own timesteps."""
-    if mapping is None:
-        return {"skipped": "weight mapping helper unavailable"}
-    from polydiff.core.interop.diffusers import scheduler_time_grid
-
     torch.manual_seed(1)
     ref = diffusers.UNet2DModel(**diffusers_kwargs(spec.name, hub_padding=False))
     ref = ref.to(device).eval()
     cfg = poly_config(spec.name)
     net = UNet(cfg).to(device).eval()
-    net.load_state_dict(mapping(ref.state_dict(), len(cfg.channel_mults)), strict=True)
+    net.load_state_dict(unet_state_dict_from_diffusers(ref.state_dict(), len(cfg.channel_mults)),
+                        strict=True)
     g = torch.Generator().manual_seed(2)
     x = torch.randn(spec.check_batch, *spec.image, generator=g).to(device)
     t = torch.randint(0, 1000, (spec.check_batch,), generator=g).to(device)
@@ -348,7 +351,7 @@ def correctness(diffusers: Any, spec: Spec, device: torch.device,
 
 # --------------------------------------------------------------------------- timing
 def run_config(diffusers: Any, spec: Spec, device: torch.device, compile_: bool,
-               mapping: Callable[[dict, int], dict] | None, log: Callable[[str], None]) -> dict:
+               log: Callable[[str], None]) -> dict:
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     d_vars, d_unet = diffusers_variants(diffusers, spec, device, gen)
@@ -395,7 +398,7 @@ def run_config(diffusers: Any, spec: Spec, device: torch.device, compile_: bool,
         }
     res["variants"] = out
     t0 = time.perf_counter()
-    res["check"] = correctness(diffusers, spec, device, mapping)
+    res["check"] = correctness(diffusers, spec, device)
     log(f"[{spec.name}] correctness check {time.perf_counter() - t0:.1f}s")
     return res
 
@@ -490,7 +493,6 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:
         torch.backends.cudnn.benchmark = True
     wanted = set((args.configs or ("digits" if args.quick else "digits,cifar10")).split(","))
-    mapping = load_weight_mapping()
     t0 = time.time()
     res: dict[str, Any] = {"device": device_info(device), "compile": compile_,
                            "quick": args.quick, "configs": {}, "ratios": {}, "notes": []}
@@ -498,8 +500,11 @@ def main(argv: list[str] | None = None) -> int:
         if spec.name not in wanted:
             continue
         res["configs"][spec.name] = cfg = run_config(diffusers, spec, device, compile_,
-                                                     mapping, log)
+                                                     log)
         res["ratios"][spec.name] = ratios(cfg, cuda)
+        log(table({**res, "configs": {spec.name: cfg}, "notes": []}))  # partial results
+        if args.out is not None:
+            args.out.write_text(json.dumps(res, indent=2) + "\n")
     if not cuda:
         res["notes"].append(
             "CPU run: CUDA graphs are off, bf16 autocast on a CPU without native bf16 is an "

@@ -5,11 +5,10 @@ DDPM architecture) after copying weights across."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 
+from polydiff.core.interop.diffusers import unet_state_dict_from_diffusers
 from polydiff.core.nn import UNet, UNetConfig
 
 
@@ -87,39 +86,6 @@ def test_ddpm_cifar10_parameter_count() -> None:
 
 
 # --------------------------------------------------------------------------- diffusers oracle
-_RULES = [
-    (r"^conv_in\.", "stem.conv."), (r"^time_embedding\.", "stem.time."),
-    (r"^conv_norm_out\.", "head.norm."), (r"^conv_out\.", "head.conv."),
-    (r"^mid_block\.attentions\.0\.", "mid.attn."), (r"^mid_block\.resnets\.", "mid.res."),
-    (r"^down_blocks\.(\d+)\.resnets\.", r"down.\1.res."),
-    (r"^down_blocks\.(\d+)\.attentions\.", r"down.\1.attn."),
-    (r"^down_blocks\.(\d+)\.downsamplers\.0\.conv\.", r"down.\1.downsample.op."),
-    (r"\.upsamplers\.0\.", ".upsample."), (r"\.resnets\.", ".res."),
-    (r"\.attentions\.", ".attn."), (r"\.time_emb_proj\.", ".emb."),
-    (r"\.conv_shortcut\.", ".shortcut."), (r"\.group_norm\.", ".norm."),
-    (r"\.to_out\.0\.", ".attn.proj."),
-]
-
-
-def _from_diffusers(sd: dict[str, torch.Tensor], levels: int) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[str, dict[str, torch.Tensor]] = {}
-    for key, v in sd.items():
-        m = re.match(r"^up_blocks\.(\d+)\.", key)
-        if m:
-            key = f"up.{levels - 1 - int(m.group(1))}." + key[m.end():]
-        for pat, rep in _RULES:
-            key = re.sub(pat, rep, key)
-        m = re.match(r"^(.*)\.to_([qkv])\.(weight|bias)$", key)
-        if m:
-            qkv.setdefault(f"{m.group(1)}.attn.qkv.{m.group(3)}", {})[m.group(2)] = v
-        else:
-            out[key] = v
-    for key, parts in qkv.items():
-        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
-    return out
-
-
 @pytest.mark.diffusers
 @pytest.mark.parametrize("scale_shift", [False, True])
 def test_matches_diffusers_unet2d(scale_shift: bool) -> None:
@@ -135,7 +101,7 @@ def test_matches_diffusers_unet2d(scale_shift: bool) -> None:
     _randomize(ref)
     net = UNet(UNetConfig.tiny(2, time_scale=1.0, scale_shift=scale_shift,
                                mid_attention=not scale_shift)).eval()
-    net.load_state_dict(_from_diffusers(ref.state_dict(), 2), strict=True)
+    net.load_state_dict(unet_state_dict_from_diffusers(ref.state_dict(), 2), strict=True)
     x = torch.randn(2, 2, 8, 8)
     t = torch.tensor([3.0, 742.0])
     with torch.no_grad():

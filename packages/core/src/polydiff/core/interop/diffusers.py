@@ -34,6 +34,7 @@ past the end. ``UNet1DModel``/``UNet2DModel`` embed float timesteps, so fraction
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -59,6 +60,7 @@ from polydiff.core.samplers.unipc import sample_unipc, unipc_stepper
 __all__ = [
     "SOLVERS", "DiffusersModel", "process_from_scheduler", "denoiser_from_diffusers",
     "diffusers_timesteps_to_times", "scheduler_time_grid", "make_stepper",
+    "unet_state_dict_from_diffusers",
 ]  # and PolydiffScheduler, built lazily by the module __getattr__ (needs diffusers)
 
 #: Solvers of :class:`PolydiffScheduler` (one network evaluation per step each).
@@ -441,3 +443,47 @@ def __getattr__(name: str) -> Any:
             _CLASSES[name] = _scheduler_class()
         return _CLASSES[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# --------------------------------------------------------------------------- UNet weights
+#: diffusers ``UNet2DModel``/``UNet1DModel`` key -> :class:`~polydiff.core.nn.UNet` key, in order.
+_UNET_KEY_RULES: tuple[tuple[str, str], ...] = (
+    (r"^conv_in\.", "stem.conv."), (r"^time_embedding\.", "stem.time."),
+    (r"^conv_norm_out\.", "head.norm."), (r"^conv_out\.", "head.conv."),
+    (r"^mid_block\.attentions\.0\.", "mid.attn."), (r"^mid_block\.resnets\.", "mid.res."),
+    (r"^down_blocks\.(\d+)\.resnets\.", r"down.\1.res."),
+    (r"^down_blocks\.(\d+)\.attentions\.", r"down.\1.attn."),
+    (r"^down_blocks\.(\d+)\.downsamplers\.0\.conv\.", r"down.\1.downsample.op."),
+    (r"\.upsamplers\.0\.", ".upsample."), (r"\.resnets\.", ".res."),
+    (r"\.attentions\.", ".attn."), (r"\.time_emb_proj\.", ".emb."),
+    (r"\.conv_shortcut\.", ".shortcut."), (r"\.group_norm\.", ".norm."),
+    (r"\.to_out\.0\.", ".attn.proj."),
+)
+
+
+def unet_state_dict_from_diffusers(state_dict: dict[str, Tensor], levels: int
+                                   ) -> dict[str, Tensor]:
+    """Rename a diffusers ``UNet2DModel`` state dict (DDPM-style blocks: ``DownBlock2D``,
+    ``AttnDownBlock2D``, ``UpBlock2D``, ``AttnUpBlock2D``, positional time embedding) to the
+    keys of a :class:`~polydiff.core.nn.UNet` with ``levels`` resolution levels of the same
+    architecture (diffusers counts up blocks from the bottom, polydiff by resolution level;
+    separate ``to_q/to_k/to_v`` projections are concatenated into one ``qkv``). Load the result
+    with ``unet.load_state_dict(..., strict=True)``: a mismatch names the offending keys.
+    Note diffusers' hub CIFAR-10 model pads its downsampling convolution asymmetrically
+    (``downsample_padding=0``); polydiff's matches ``downsample_padding=1``."""
+    out: dict[str, Tensor] = {}
+    qkv: dict[str, dict[str, Tensor]] = {}
+    for key, v in state_dict.items():
+        m = re.match(r"^up_blocks\.(\d+)\.", key)
+        if m:
+            key = f"up.{levels - 1 - int(m.group(1))}." + key[m.end():]
+        for pat, rep in _UNET_KEY_RULES:
+            key = re.sub(pat, rep, key)
+        m = re.match(r"^(.*)\.to_([qkv])\.(weight|bias)$", key)
+        if m:
+            qkv.setdefault(f"{m.group(1)}.attn.qkv.{m.group(3)}", {})[m.group(2)] = v
+        else:
+            out[key] = v
+    for key, parts in qkv.items():
+        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out

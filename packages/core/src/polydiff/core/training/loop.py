@@ -150,8 +150,11 @@ class Trainer:
                                                             **(ddp_kwargs or {}))
         self._forward = gpu.maybe_compile(self._ddp or self._module, enabled=cfg.compile)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # CUDA: the fused AdamW kernel (one launch per step; same update as foreach)
+        fused = self.device.type == "cuda" and all(p.is_floating_point() for p in self.params)
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas,
-                                           eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+                                           eps=cfg.adam_eps, weight_decay=cfg.weight_decay,
+                                           fused=fused or None)
         self.scaler = gpu.make_grad_scaler(self.device, cfg.precision)
         self.ema = None if not cfg.ema_decay else EMA(
             self.model, cfg.ema_decay, cfg.ema_warmup, power=cfg.ema_power,
