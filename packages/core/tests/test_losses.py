@@ -387,3 +387,35 @@ def test_bad_arguments():
     custom = DiffusionLoss(p, target="sample", weighting=lambda t: 2 * t)
     t = torch.tensor([0.25, 0.5], dtype=F64)
     torch.testing.assert_close(custom.weight(t), 2 * t)
+
+
+def test_mask_restricts_the_error_to_observed_entries() -> None:
+    """A mask of ones changes nothing; a partial mask equals the hand-computed masked mean
+    and sum; a fully masked sample contributes zero."""
+    from polydiff.core.losses import DiffusionLoss
+    from polydiff.core.processes import VPCosine
+
+    process = VPCosine()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(4, 1, 6, generator=g, dtype=torch.float64)
+    t = torch.tensor([0.1, 0.4, 0.7, 0.9], dtype=torch.float64)
+    eps = torch.randn(4, 1, 6, generator=g, dtype=torch.float64)
+
+    def net(x, tt):
+        return 0.3 * x + tt.view(-1, 1, 1)
+
+    mask = (torch.rand(4, 1, 6, generator=g) > 0.4).double()
+    mask[3] = 0
+    for red in ("mean", "sum"):
+        loss = DiffusionLoss(process, dim_reduction=red)
+        plain = loss.per_sample(net, x0, t=t, eps=eps)
+        ones = loss.per_sample(net, x0, t=t, eps=eps, mask=torch.ones(4, 1, 6))
+        torch.testing.assert_close(ones, plain, rtol=0, atol=0)
+        x_t, _ = process.marginal(x0, t, eps=eps)
+        sq = (net(x_t, t) - eps).square() * mask
+        want = sq.sum((1, 2))
+        if red == "mean":
+            want = want / mask.sum((1, 2)).clamp_min(1)
+        got = loss.per_sample(net, x0, t=t, eps=eps, mask=mask)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        assert got[3] == 0 and not torch.allclose(got, plain)

@@ -196,10 +196,14 @@ def sample_time(process: GaussianProcess, batch: int, kind: str = "uniform", *,
 
 
 # --------------------------------------------------------------------------- the loss
-def _squared_error(err: Tensor, dim_reduction: str) -> Tensor:
+def _squared_error(err: Tensor, dim_reduction: str, mask: Tensor | None = None) -> Tensor:
     sq = err.abs().square() if err.is_complex() else err.square()
-    sq = sq.reshape(sq.shape[0], -1)
-    return sq.mean(1) if dim_reduction == "mean" else sq.sum(1)
+    if mask is None:
+        sq = sq.reshape(sq.shape[0], -1)
+        return sq.mean(1) if dim_reduction == "mean" else sq.sum(1)
+    m = torch.broadcast_to(mask.to(sq.dtype), sq.shape).reshape(sq.shape[0], -1)
+    total = (sq.reshape(sq.shape[0], -1) * m).sum(1)
+    return total / m.sum(1).clamp_min(1.0) if dim_reduction == "mean" else total
 
 
 class DiffusionLoss:
@@ -290,10 +294,15 @@ class DiffusionLoss:
 
     def per_sample(self, model: Any, x0: Tensor, *, cond: Mapping[str, Any] | None = None,
                    t: Tensor | float | None = None, eps: Tensor | None = None,
-                   generator: torch.Generator | None = None) -> Tensor:
+                   generator: torch.Generator | None = None, mask: Tensor | None = None
+                   ) -> Tensor:
         """Per-sample losses ``(B,)`` (importance weights included). ``t`` (per sample or
         scalar) and ``eps`` are drawn when not given; ``cond`` holds the conditioning (and the
-        centre ``y`` of mean-reverting processes)."""
+        centre ``y`` of mean-reverting processes). ``mask`` (broadcastable to ``x0``; 1 where
+        an entry counts, 0 where it is missing) restricts the squared error to observed
+        entries, as for series with missing values (Tashiro et al. 2021, CSDI): with
+        ``dim_reduction="mean"`` the mean is over the observed entries of each sample (0 for
+        a sample with none)."""
         cond = dict(cond or {})
         batch = x0.shape[0]
         if t is None:
@@ -307,15 +316,17 @@ class DiffusionLoss:
         w = self.weight_in(t, kind)
         if iw is not None:
             w = w * iw
-        mse = _squared_error(pred - true, self.dim_reduction)
+        mse = _squared_error(pred - true, self.dim_reduction, mask)
         return append_dims(w, mse) * mse
 
     def __call__(self, model: Any, x0: Tensor, *, cond: Mapping[str, Any] | None = None,
                  t: Tensor | float | None = None, eps: Tensor | None = None,
-                 generator: torch.Generator | None = None, reduction: str = "mean") -> Tensor:
+                 generator: torch.Generator | None = None, reduction: str = "mean",
+                 mask: Tensor | None = None) -> Tensor:
         """The loss, reduced over the batch by ``reduction`` (``"mean"``, ``"sum"`` or
-        ``"none"``)."""
-        losses = self.per_sample(model, x0, cond=cond, t=t, eps=eps, generator=generator)
+        ``"none"``); ``mask`` as in :meth:`per_sample`."""
+        losses = self.per_sample(model, x0, cond=cond, t=t, eps=eps, generator=generator,
+                                 mask=mask)
         if reduction == "mean":
             return losses.mean()
         if reduction == "sum":

@@ -224,7 +224,9 @@ def from_pretrained(directory: str | os.PathLike[str], *,
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            # clone: memory-mapped tensors are not 64-byte aligned, and CPU kernels on
+            # unaligned data may round differently from the model that was saved
+            state = {k: f.get_tensor(k).clone() for k in f.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"{path} is not a readable safetensors file: {msg}") from None
