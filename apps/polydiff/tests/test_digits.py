@@ -103,7 +103,8 @@ def test_quick_demo_end_to_end(quick_run: tuple[Path, DemoReport, str]) -> None:
     assert [p.name for p in report.figures] == ["samples.png", "loss.png"]
     width, height = _png_size(out / "samples.png")
     assert height > 10 * 32 and width > (QUICK.grid_columns + 1) * 32
-    assert _png_size(out / "loss.png") == (560, 320)
+    lw, lh = _png_size(out / "loss.png")  # a labelled matplotlib figure
+    assert lw > 300 and lh > 200
     assert "DPM-Solver++(2M)" in report.text
     # the engine's run directory inside the demo folder
     run = out / "train"

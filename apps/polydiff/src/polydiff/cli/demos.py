@@ -140,39 +140,6 @@ def _scatter_panels(data: np.ndarray, samples: dict[str, np.ndarray], size: int 
     return canvas.img
 
 
-def _convergence_plot(nfes: list[int], errors: dict[str, list[float]], width: int = 560,
-                      height: int = 360) -> np.ndarray:
-    """Log-log RMSE against NFE: a line per sampler, grid lines at each NFE and decade."""
-    left, right, top, bottom = 56, 16, 14, 34
-    canvas = _Canvas(width, height)
-    finite = [e for errs in errors.values() for e in errs if e > 0 and math.isfinite(e)]
-    d_lo, d_hi = math.floor(math.log10(min(finite))), math.ceil(math.log10(max(finite)))
-    d_hi = max(d_hi, d_lo + 1)
-    x_lo, x_hi = math.log(nfes[0] / 1.15), math.log(nfes[-1] * 1.15)
-
-    def px(n: float, e: float) -> tuple[float, float]:
-        u = (math.log(n) - x_lo) / (x_hi - x_lo)
-        v = (math.log10(max(e, 10.0 ** d_lo)) - d_lo) / (d_hi - d_lo)
-        return left + u * (width - left - right), top + (1 - v) * (height - top - bottom)
-
-    for d in range(d_lo, d_hi + 1):
-        _, y = px(nfes[0], 10.0 ** d)
-        canvas.line(left, y, width - right, y, _GRID)
-        canvas.text(left - 6, int(y) - 5, f"1E{d}", anchor="right")
-    for n in nfes:
-        x, _ = px(n, 10.0 ** d_lo)
-        canvas.line(x, top, x, height - bottom, _GRID)
-        canvas.text(int(x), height - bottom + 8, str(n), anchor="center")
-    canvas.frame(left, top, width - right, height - bottom + 1, _INK, width=1)
-    for key, errs in errors.items():
-        color = _SAMPLERS[key][1]
-        pts = [px(n, e) for n, e in zip(nfes, errs)]
-        for (xa, ya), (xb, yb) in zip(pts, pts[1:]):
-            canvas.line(xa, ya, xb, yb, color, radius=1)
-        canvas.dots([p[0] for p in pts], [p[1] for p in pts], color, radius=3)
-    return canvas.img
-
-
 class CoreSamplersDemo:
     """polydiff-core's ODE samplers on an exact Gaussian-mixture test bed."""
 
@@ -220,7 +187,13 @@ class CoreSamplersDemo:
                         "process": "VPLinear", "grid": "logsnr"})
 
         scatter = write_png(out_dir / "samples.png", _scatter_panels(data.numpy(), first))
-        conv = write_png(out_dir / "convergence.png", _convergence_plot(nfes, errors))
+        from polydiff.core.plots import line_plot
+
+        conv = line_plot(out_dir / "convergence.png",
+                         {_SAMPLERS[k][0]: (nfes, errs) for k, errs in errors.items()},
+                         xlabel="network evaluations (NFE)",
+                         ylabel="RMSE to the exact PF-ODE endpoint", logx=True, logy=True,
+                         markers=True, title="convergence on a Gaussian mixture")
         return DemoReport(
             title="ODE samplers against the exact probability-flow ODE",
             metrics=metrics, figures=[scatter, conv], text=_text(n_samples, nfes, errors))

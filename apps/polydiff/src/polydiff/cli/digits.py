@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from polydiff.cli.demos import _Canvas, write_png
+from polydiff.cli.demos import write_png
 from polydiff.core.cli import DemoReport
 
 if TYPE_CHECKING:
@@ -54,9 +54,6 @@ __all__ = ["DigitsDemo", "DigitsSettings", "digits_demo", "frechet_distance", "l
 NUM_CLASSES = 10
 SAMPLING_STEPS = 10
 _INK = (60, 64, 72)
-_GRID = (225, 228, 232)
-_LINE = (117, 112, 179)
-_RAW = (170, 170, 180)
 _RULE = (150, 154, 160)
 
 
@@ -192,51 +189,6 @@ def _digit_grid(rows: list[np.ndarray], real: list[np.ndarray], scale: int = 4,
         for c, x in enumerate(gen):
             put(x, r, c + 1)
     return img
-
-
-def _loss_plot(steps: list[int], losses: list[float], raw_steps: list[int] | None = None,
-               raw: list[float] | None = None, width: int = 560, height: int = 320
-               ) -> np.ndarray:
-    """The logged training loss against the step (linear axes, grey grid, labelled ticks);
-    ``raw`` (optional) is drawn lighter behind a smoothed ``losses``."""
-    left, right, top, bottom = 64, 16, 14, 34
-    canvas = _Canvas(width, height)
-    pool = [v for v in (raw or []) + losses if math.isfinite(v)]
-    lo, hi = min(pool), max(pool)
-    tick = _nice_step((hi - lo) / 4 if hi > lo else abs(hi) or 1.0)
-    y_lo, y_hi = math.floor(lo / tick) * tick, math.ceil(hi / tick) * tick
-    y_hi = y_hi if y_hi > y_lo else y_lo + tick
-    x_hi = max(steps[-1], 1)
-
-    def px(s: float, v: float) -> tuple[float, float]:
-        return (left + s / x_hi * (width - left - right),
-                top + (1 - (v - y_lo) / (y_hi - y_lo)) * (height - top - bottom))
-
-    decimals = max(0, -math.floor(math.log10(tick)))
-    for k in range(round((y_hi - y_lo) / tick) + 1):
-        v = y_lo + k * tick
-        _, y = px(0, v)
-        canvas.line(left, y, width - right, y, _GRID)
-        canvas.text(left - 6, int(y) - 5, f"{v:.{decimals}f}", anchor="right")
-    x_tick = _nice_step(x_hi / 5)
-    for k in range(int(x_hi // x_tick) + 1):
-        x, _ = px(k * x_tick, y_lo)
-        canvas.line(x, top, x, height - bottom, _GRID)
-        canvas.text(int(x), height - bottom + 8, str(int(k * x_tick)), anchor="center")
-    canvas.frame(left, top, width - right, height - bottom + 1, _INK, width=1)
-    for xs, ys, color, radius in ((raw_steps, raw, _RAW, 0), (steps, losses, _LINE, 1)):
-        if not xs or not ys:
-            continue
-        pts = [px(s, v) for s, v in zip(xs, ys) if math.isfinite(v)]
-        for (xa, ya), (xb, yb) in zip(pts, pts[1:]):
-            canvas.line(xa, ya, xb, yb, color, radius=radius)
-    return canvas.img
-
-
-def _nice_step(span: float) -> float:
-    """The smallest of 1, 2, 5 times a power of ten that is at least ``span``."""
-    base = 10.0 ** math.floor(math.log10(span))
-    return next(m * base for m in (1, 2, 5, 10) if m * base >= span * (1 - 1e-9))
 
 
 def _read_stats(path: Path) -> list[dict[str, Any]]:
@@ -387,8 +339,14 @@ class DigitsDemo:
         refs = [x_ho[y_ho == k][0] for k in range(NUM_CLASSES)]
         figures = [write_png(out_dir / "samples.png", _digit_grid(rows, refs))]
         if len(losses) >= 2:
-            figures.append(write_png(out_dir / "loss.png", _loss_plot(
-                steps_logged, _smooth(losses), steps_logged, losses)))
+            from polydiff.core.plots import line_plot
+
+            figures.append(line_plot(
+                out_dir / "loss.png",
+                {"per step": (steps_logged, losses),
+                 "moving average (7)": (steps_logged, _smooth(losses))},
+                xlabel="training step", ylabel="EDM-weighted loss", logy=True,
+                title="digits U-Net: training loss"))
         return DemoReport(title="A class-conditional U-Net on scikit-learn's digits",
                           metrics=metrics, figures=figures, text=_text(s, metrics, run_dir))
 
