@@ -275,7 +275,7 @@ def polydiff_variants(spec: Spec, device: torch.device, gen: torch.Generator,
             prec = "bf16"
             notes.append("bf16")
             if compile_:
-                model = maybe_compile(net)
+                model = maybe_compile(net, dynamic=False)
                 notes.append("maybe_compile")
         fused = opt_path and device.type == "cuda"  # one fused kernel per step (as Trainer)
         opt = torch.optim.AdamW(net.parameters(), lr=LR, fused=fused or None)
@@ -294,7 +294,7 @@ def polydiff_variants(spec: Spec, device: torch.device, gen: torch.Generator,
         sample_den, sample_prec = den, prec
         if opt_path:  # sampling on a bf16 copy of the weights (speed only), compiled, graphed
             net16 = to_channels_last(copy.deepcopy(net).to(torch.bfloat16).eval())
-            model16 = maybe_compile(net16) if compile_ else net16
+            model16 = maybe_compile(net16, dynamic=False) if compile_ else net16
             cuda = device.type == "cuda"
             graphed = GraphedStep(model16, device, spec.sample_batch, notes, graph=cuda)
             sample_den = ModelDenoiser(graphed, process, "epsilon",
