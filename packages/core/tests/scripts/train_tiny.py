@@ -9,7 +9,10 @@ A 2-D MLP denoiser (epsilon prediction, VP-cosine process) trained with ``Diffus
   so runs with different world sizes or accumulation see identical samples and noise.
 
 ``--kill-at K`` makes the process SIGKILL itself right after step ``K`` (deterministic
-"crash"). Runs under ``torchrun`` too. Importable: :func:`build` returns the trainer.
+"crash"). ``--restart-at K`` trains to step ``K``, drops the trainer and resumes in a new one
+(same process). Runs under ``torchrun`` too, with ``--strategy ddp`` or ``fsdp`` (each
+``nn.Linear`` its own FSDP unit, inside the root unit). Importable: :func:`build` returns the
+trainer.
 """
 
 from __future__ import annotations
@@ -63,13 +66,18 @@ def build(run_dir: str, *, data: str = "gm", steps: int = 40, batch_size: int = 
         grad_clip=1.0, ema_decay=0.9, ema_warmup="power", ckpt_every=ckpt_every, keep_last=2,
         log_every=1, run_dir=run_dir, device="cpu", seed=7, progress=False)
     cfg = TrainConfig(**{**options, **overrides})
+    units = None
+    if cfg.strategy == "fsdp":  # nested units: each Linear, innermost first
+        def units(m: nn.Module) -> list[nn.Module]:
+            return [x for x in m.modules() if isinstance(x, nn.Linear)][::-1]
     callbacks = []
     if kill_at is not None:
         def crash(trainer: Trainer, record: dict[str, Any]) -> None:
             if trainer.step == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
         callbacks.append(crash)
-    return Trainer(model, DiffusionLoss(process), make_data(data), cfg, callbacks=callbacks)
+    return Trainer(model, DiffusionLoss(process), make_data(data), cfg, callbacks=callbacks,
+                   fsdp_units=units)
 
 
 def main() -> None:
@@ -81,11 +89,16 @@ def main() -> None:
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--ckpt-every", type=int, default=5)
     p.add_argument("--kill-at", type=int, default=None)
+    p.add_argument("--restart-at", type=int, default=None)
+    p.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp")
+    p.add_argument("--grad-clip", type=float, default=1.0)
     a = p.parse_args()
     torch.set_num_threads(1)
-    trainer = build(a.run_dir, data=a.data, steps=a.steps, batch_size=a.batch_size,
-                    grad_accum=a.grad_accum, ckpt_every=a.ckpt_every, kill_at=a.kill_at)
-    trainer.fit(resume=True)
+    for steps in ([a.restart_at] if a.restart_at else []) + [a.steps]:
+        trainer = build(a.run_dir, data=a.data, steps=steps, batch_size=a.batch_size,
+                        grad_accum=a.grad_accum, ckpt_every=a.ckpt_every, kill_at=a.kill_at,
+                        strategy=a.strategy, grad_clip=a.grad_clip)
+        trainer.fit(resume=True)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

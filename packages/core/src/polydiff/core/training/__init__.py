@@ -2,8 +2,9 @@
 
 * :class:`TrainConfig` (``config.py``): typed, validated, JSON/TOML round trip;
 * :class:`Trainer` (``loop.py``): AdamW, EMA, bf16/fp16 autocast (+ grad scaler), clipping,
-  gradient accumulation, a non-finite guard, torchrun data parallelism (DDP, Gloo on CPU),
-  deterministic data order and noise, exact resume;
+  gradient accumulation, a non-finite guard, torchrun data parallelism (DDP or FSDP2 via
+  ``TrainConfig.strategy``; Gloo on CPU), deterministic data order and noise, exact resume;
+* ``fsdp.py``: FSDP2 sharding units and sharded <-> full state conversions;
 * ``data.py``: data read at global sample positions (:class:`IndexedData`, ...);
 * :class:`EMA` (``ema.py``): weight EMA with TF-style or power warm-up;
 * ``checkpoint.py``: atomic safetensors + ``weights_only`` checkpoints with a ``latest``

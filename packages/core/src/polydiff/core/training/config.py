@@ -11,12 +11,13 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["TrainConfig", "PRECISIONS", "EMA_WARMUPS"]
+__all__ = ["TrainConfig", "PRECISIONS", "EMA_WARMUPS", "STRATEGIES"]
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 EMA_WARMUPS: tuple[str, ...] = ("none", "tf", "power")
+STRATEGIES: tuple[str, ...] = ("ddp", "fsdp")
 
 
 @dataclass
@@ -49,6 +50,10 @@ class TrainConfig:
         compile: run the forward/loss through ``torch.compile`` (eager fallback on failure).
         shuffle: shuffle in-memory datasets each epoch (a permutation seeded by
             ``(seed, epoch)``).
+        strategy: data parallelism under ``torchrun`` (ignored in a single process):
+            ``"ddp"`` (``DistributedDataParallel``: every rank holds the whole model,
+            gradients and optimizer state) or ``"fsdp"`` (FSDP2 ``fully_shard``: parameters,
+            gradients, optimizer state and EMA sharded across ranks; see ``loop.py``).
 
     Bookkeeping:
         log_every: steps between ``stats.jsonl`` lines (and progress-bar updates of the loss).
@@ -76,6 +81,7 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     shuffle: bool = True
+    strategy: Literal["ddp", "fsdp"] = "ddp"
     log_every: int = 100
     ckpt_every: int = 1000
     keep_last: int = 3
@@ -110,6 +116,8 @@ class TrainConfig:
             raise ValueError("ema_power and ema_inv_gamma must be > 0")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
 
     @property
     def micro_batch(self) -> int:

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from polydiff.core.training.fsdp import to_local_layout
+
 __all__ = ["EMA", "ema_decay"]
 
 
@@ -53,7 +55,10 @@ class EMA:
         power, inv_gamma: parameters of the ``"power"`` warm-up.
 
     Shadows of half-precision parameters are kept in float32. The state dict is a flat
-    ``{name: tensor}`` (the model's state-dict names), safetensors-ready.
+    ``{name: tensor}`` (the model's state-dict names), safetensors-ready. Under FSDP the
+    shadows copy the parameters' layout: ``DTensor`` shards, ``1 / world_size`` of the model
+    per rank; :meth:`state_dict` then returns shards (the trainer gathers them into full
+    tensors for checkpoints) and :meth:`load_state_dict` takes full tensors.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999, warmup: str = "power", *,
@@ -111,5 +116,5 @@ class EMA:
         unexpected = sorted(set(state) - set(self.shadow))
         if missing or unexpected:
             raise KeyError(f"EMA state mismatch: missing {missing}, unexpected {unexpected}")
-        for k, v in state.items():
-            self.shadow[k].copy_(v)
+        for k, v in state.items():  # full tensors; cut to the shards under FSDP
+            self.shadow[k].copy_(to_local_layout(v, self.shadow[k]))

@@ -16,8 +16,21 @@ micro-batch ``m`` of rank ``r`` takes positions ``s B + m B / A + r B / (A W) + 
 (``A`` accumulation steps, ``W`` ranks), so any ``(A, W)`` sees the same samples per step.
 Rank 0 writes the run directory and checkpoints (every rank reads them on resume: use a
 shared filesystem across machines); logged losses are averaged over ranks.
-FSDP (``torch.distributed.fsdp.fully_shard``) would replace the DDP wrapping for models too
-large for one device; it is not wired here (checkpoints would need gathered state dicts).
+
+FSDP. With ``TrainConfig(strategy="fsdp")`` the objective is sharded with FSDP2
+(``torch.distributed.fsdp.fully_shard``, Zhao et al. 2023) over a 1-D device mesh of all ranks
+(CUDA/NCCL or CPU/Gloo) instead of being wrapped in DDP: every unit of
+:func:`~polydiff.core.training.fsdp.default_fsdp_units` (children of ``nn.ModuleList``s; or
+``fsdp_units(model)``) and then the whole objective. Parameters, gradients, AdamW state and the
+EMA shadows are ``DTensor`` shards (``1 / W`` of the model per rank); the loop is the same:
+accumulation skips the reduce-scatter on all but the last micro-batch
+(``set_requires_gradient_sync``, FSDP's ``no_sync``), the gradient norm and clipping act on the
+sharded gradients but use the global norm, and the non-finite guard agrees across ranks (so
+does fp16 loss scaling: PyTorch reduces the grad scaler's inf check over DTensor shards).
+Checkpoints gather full state dicts (``torch.distributed.checkpoint.state_dict``, full tensors
+offloaded to rank 0's CPU): the files are the same as a single process writes and load under
+any strategy and world size. After training, ``trainer.model`` holds shards; take full weights
+(e.g. for ``save_pretrained``) with :meth:`Trainer.full_state_dict` (a collective).
 
 Non-finite guard. After the backward passes the loss and the global gradient norm are
 checked (all ranks agree: the check is all-reduced); if either is NaN/inf the optimizer step
@@ -49,6 +62,14 @@ from polydiff.core.training.checkpoint import latest_checkpoint, load_checkpoint
 from polydiff.core.training.config import TrainConfig
 from polydiff.core.training.data import as_data_source, mix_seed
 from polydiff.core.training.ema import EMA
+from polydiff.core.training.fsdp import (
+    UnitsFn,
+    full_tensors,
+    gather_model_state,
+    gather_optimizer_state,
+    load_full_state,
+    shard_module,
+)
 from polydiff.core.training.rundir import RunDir, next_run_dir
 
 __all__ = ["Trainer", "as_objective"]
@@ -84,8 +105,8 @@ def as_objective(loss_fn: Any) -> LossFn:
 
 
 class _Objective(nn.Module):
-    """The model plus its loss as one module, so DDP (and ``torch.compile``) wrap the whole
-    forward while the loss still receives the unwrapped model (isinstance checks work)."""
+    """The model plus its loss as one module, so DDP or FSDP (and ``torch.compile``) wrap the
+    whole forward while the loss still receives the unwrapped model (isinstance checks work)."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFn):
         super().__init__()
@@ -125,11 +146,19 @@ class Trainer:
             :func:`~polydiff.core.training.data.as_data_source`).
         config: a :class:`~polydiff.core.training.config.TrainConfig`.
         callbacks: called as ``cb(trainer, record)`` after every step (all ranks).
-        ddp_kwargs: extra ``DistributedDataParallel`` arguments.
+        ddp_kwargs: extra ``DistributedDataParallel`` arguments (strategy ``"ddp"``).
+        fsdp_units: ``fsdp_units(model) -> submodules`` to shard as separate FSDP units,
+            innermost first (strategy ``"fsdp"``; default
+            :func:`~polydiff.core.training.fsdp.default_fsdp_units`). A unit's parameters are
+            gathered only inside its own ``forward``: choose modules whose parameters are not
+            read from outside it.
+        fsdp_kwargs: extra ``fully_shard`` arguments (``mp_policy``,
+            ``reshard_after_forward``, ...), passed to every call.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Any, data: Any, config: TrainConfig, *,
-                 callbacks: Sequence[Callback] = (), ddp_kwargs: dict[str, Any] | None = None):
+                 callbacks: Sequence[Callback] = (), ddp_kwargs: dict[str, Any] | None = None,
+                 fsdp_units: UnitsFn | None = None, fsdp_kwargs: dict[str, Any] | None = None):
         self.config = cfg = config
         asked = None if cfg.device == "auto" else gpu.select_device(cfg.device)
         info = gpu.init_distributed(None if asked is None or asked.type == "cuda" else "gloo")
@@ -144,11 +173,19 @@ class Trainer:
         self.model = model.to(self.device)
         self._module: nn.Module = _Objective(self.model, as_objective(loss_fn))
         self._ddp: nn.parallel.DistributedDataParallel | None = None
-        if self.world_size > 1:
+        self.strategy = cfg.strategy if self.world_size > 1 else "single"
+        if self.strategy == "fsdp":
+            from torch.distributed.device_mesh import init_device_mesh
+
+            mesh = init_device_mesh(self.device.type, (self.world_size,))
+            shard_module(self._module, self.model, mesh, fsdp_units, **(fsdp_kwargs or {}))
+        elif self.strategy == "ddp":
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._ddp = nn.parallel.DistributedDataParallel(self._module, device_ids=ids,
                                                             **(ddp_kwargs or {}))
         self._forward = gpu.maybe_compile(self._ddp or self._module, enabled=cfg.compile)
+        # after sharding: under FSDP these are the DTensor shards the optimizer updates
+        self._param_names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # CUDA: the fused AdamW kernel (one launch per step; same update as foreach)
         fused = self.device.type == "cuda" and all(p.is_floating_point() for p in self.params)
@@ -194,6 +231,7 @@ class Trainer:
         out["run_dir"] = str(self.run_dir)
         out["resolved"] = {
             "device": str(self.device), "world_size": self.world_size,
+            "strategy": self.strategy,
             "local_batch": self.local_batch, "torch": torch.__version__,
             "parameters": sum(p.numel() for p in self.params),
         }
@@ -222,8 +260,7 @@ class Trainer:
         for m in range(cfg.grad_accum):
             self._gen.manual_seed(mix_seed(cfg.seed, step, m, self.rank))
             batch = _to_device(self.data.get(self.positions(step, m), self._gen), self.device)
-            sync = self._ddp is None or m == cfg.grad_accum - 1
-            with contextlib.nullcontext() if sync else self._ddp.no_sync():
+            with self._grad_sync(m == cfg.grad_accum - 1):
                 with gpu.autocast(self.device, cfg.precision):
                     loss = self._forward(batch, self._gen)
                 loss = loss.float() / cfg.grad_accum
@@ -233,7 +270,9 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-        check = gpu.all_reduce_mean(torch.stack([total, norm.float().to(self.device)]))
+        # FSDP: a DTensor already reduced over the shards (the global norm on every rank)
+        full_norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        check = gpu.all_reduce_mean(torch.stack([total, full_norm.float().to(self.device)]))
         loss_v, norm_v = check.tolist()
         finite = math.isfinite(loss_v) and math.isfinite(norm_v)
         if finite:
@@ -252,6 +291,38 @@ class Trainer:
         return {"step": self.step, "loss": loss_v, "grad_norm": norm_v, "lr": lr,
                 "skipped": int(not finite)}
 
+    def _grad_sync(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
+        """The context of one micro-batch: gradients are reduced across ranks only when
+        ``sync`` (the last micro-batch of a step)."""
+        if self._ddp is not None and not sync:
+            return self._ddp.no_sync()
+        if self.strategy == "fsdp":
+            self._module.set_requires_gradient_sync(sync)  # type: ignore[operator]
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ full state
+    def full_state_dict(self, which: str = "model", *, rank0_only: bool = False
+                        ) -> dict[str, Tensor]:
+        """Full CPU copies of the model's weights (``which="model"``) or of their EMA
+        (``"ema"``), keyed like ``model.state_dict()``: under FSDP the shards are gathered
+        (a collective: every rank must call it), e.g. for ``save_pretrained``::
+
+            state = trainer.full_state_dict("ema")
+            if trainer.rank == 0:
+                fresh = build_model(); fresh.load_state_dict(state); fresh.save_pretrained(...)
+
+        With ``rank0_only`` the other ranks get ``{}`` (and keep no full copy)."""
+        if which not in ("model", "ema"):
+            raise ValueError("which must be 'model' or 'ema'")
+        keep = self.rank == 0 or not rank0_only
+        if which == "ema":
+            if self.ema is None:
+                raise ValueError("this run keeps no EMA (config.ema_decay is off)")
+            return full_tensors(self.ema.state_dict(), keep=keep)
+        if self.strategy == "fsdp":
+            return gather_model_state(self.model, rank0_only)
+        return full_tensors(self.model.state_dict(), keep=keep)
+
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path | None:
         """Write the checkpoint of the current step (rank 0; all ranks must call it)."""
@@ -260,18 +331,25 @@ class Trainer:
             gathered: list[Any] = [None] * self.world_size
             dist.all_gather_object(gathered, rngs[0])
             rngs = gathered
+        if self.strategy == "fsdp":  # full states gathered by every rank, kept by rank 0
+            model_state = self.full_state_dict(rank0_only=True)
+            ema_state = None if self.ema is None else self.full_state_dict("ema", rank0_only=True)
+            optim_state = gather_optimizer_state(self.model, self.optimizer, self._param_names)
+        else:  # references: save_checkpoint copies to CPU
+            model_state, optim_state = self.model.state_dict(), self.optimizer.state_dict()
+            ema_state = None if self.ema is None else self.ema.state_dict()
         path = None
         if self.rank == 0:
             seen = self.step * self.config.batch_size
             state = {
-                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "optimizer": optim_state, "scaler": self.scaler.state_dict(),
                 "rng": rngs, "skipped": self.skipped, "world_size": self.world_size,
+                "strategy": self.strategy,
                 "data": {"samples_seen": seen, **self.data.state_dict()},
                 "config_json": json.dumps(self.config.to_dict(), default=str),
             }
             path = save_checkpoint(
-                self.checkpoint_dir, self.step, self.model.state_dict(), state,
-                ema_state=None if self.ema is None else self.ema.state_dict(),
+                self.checkpoint_dir, self.step, model_state, state, ema_state=ema_state,
                 metadata={"config": state["config_json"]}, keep_last=self.config.keep_last)
             self._log(f"step {self.step}: checkpoint {path.name}")
         gpu.barrier()
@@ -282,13 +360,18 @@ class Trainer:
         path = latest_checkpoint(self.checkpoint_dir) if path is None else Path(path)
         if path is None:
             return False
-        model_state, ema_state, state = load_checkpoint(path, self.device)
-        self.model.load_state_dict(model_state)
+        fsdp = self.strategy == "fsdp"  # full tensors on CPU, then cut into this rank's shards
+        model_state, ema_state, state = load_checkpoint(path, "cpu" if fsdp else self.device)
+        if self.ema is not None and ema_state is None:
+            raise KeyError(f"{path} holds no EMA weights but this run uses EMA")
+        if fsdp:
+            load_full_state(self.model, self.optimizer, model_state, state["optimizer"],
+                            self._param_names)
+        else:
+            self.model.load_state_dict(model_state)
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
-            if ema_state is None:
-                raise KeyError(f"{path} holds no EMA weights but this run uses EMA")
             self.ema.load_state_dict(ema_state)
-        self.optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.skipped = int(state["step"]), int(state["skipped"])
