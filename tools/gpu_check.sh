@@ -4,6 +4,7 @@
 # small MLP sampling step and of a fixed 32-step sampling loop. Under 5 minutes on one GPU.
 #
 # Usage (repository root or anywhere): tools/gpu_check.sh [extra pytest args]
+# GPU_CHECK_BENCH=train_step,sgmse selects the longer benchmarks (default train_step).
 # Needs python with torch and pytest; polydiff need not be installed (packages/*/src is put on
 # PYTHONPATH). Set PYTHON to choose the interpreter; GPU_CHECK_JSON=path also writes the JSON.
 set -euo pipefail
@@ -11,7 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-python}"
-SRC_PATHS="$(printf '%s:' "$ROOT"/packages/*/src)"
+SRC_PATHS="$(printf '%s:' "$ROOT"/packages/*/src "$ROOT"/apps/*/src)"
 export PYTHONPATH="${SRC_PATHS%:}${PYTHONPATH:+:$PYTHONPATH}"
 export POLYDIFF_REQUIRE_CUDA=1
 
@@ -78,8 +79,23 @@ PY
 # Training-step and sampling throughput against diffusers (issue 3), and the sampler benchmark.
 #    diffusers is not on the device image: carry it as wheels (see the device tool's README) and
 #    put them on PYTHONPATH; without it these are skipped with a message.
-if "$PYTHON" -c "import diffusers" 2>/dev/null; then
+# Which benchmarks run: GPU_CHECK_BENCH, a comma-separated list (default: train_step; add
+# sgmse for the speech GPU budget, about 10 minutes more).
+BENCH=",${GPU_CHECK_BENCH:-train_step},"
+if [[ "$BENCH" != *,train_step,* ]]; then
+  echo "gpu_check: train_step not in GPU_CHECK_BENCH; skipped" >&2
+elif "$PYTHON" -c "import diffusers" 2>/dev/null; then
   "$PYTHON" tools/bench/train_step.py ${GPU_CHECK_OUT:+--out "$GPU_CHECK_OUT/train_step.json"}
 else
   echo "gpu_check: diffusers not importable; skipping tools/bench/train_step.py" >&2
+fi
+
+# SGMSE+ vs its predictive baseline, gpu budget (issue 4). Needs the speech extras (pesq,
+#    pystoi, soundfile, espeakng-loader, pyroomacoustics): carry them as wheels; skipped without.
+if [[ "$BENCH" != *,sgmse,* ]]; then
+  echo "gpu_check: sgmse not in GPU_CHECK_BENCH; skipped" >&2
+elif "$PYTHON" -c "import pesq, pystoi, soundfile, espeakng_loader, pyroomacoustics" 2>/dev/null; then
+  "$PYTHON" tools/bench/sgmse.py --budget gpu --json ${GPU_CHECK_OUT:+--out "$GPU_CHECK_OUT/sgmse_gpu.json"}
+else
+  echo "gpu_check: speech extras not importable; skipping tools/bench/sgmse.py" >&2
 fi

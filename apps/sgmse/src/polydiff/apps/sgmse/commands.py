@@ -1,0 +1,310 @@
+"""The verbs of the ``sgmse`` command (imported by :mod:`.main` once a verb runs).
+
+Each ``cmd_*`` takes the parsed ``argparse.Namespace`` and returns an exit code; bad input
+raises :class:`~polydiff.core.cli.CLIError` / ``ValueError`` (one line, exit code 2 through
+:func:`polydiff.core.cli.run_cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from polydiff.apps.sgmse.config import ENHANCE_FILE, TRAIN_FILE, EnhanceSettings, TrainSettings
+from polydiff.core.cli import CLIError, atomic_write, emit, load_config, progress, save_config
+
+__all__ = ["cmd_bench", "cmd_demo", "cmd_enhance", "cmd_evaluate", "cmd_train", "load_model",
+           "enhance_file", "resolve_outputs"]
+
+_AUDIO = (".wav", ".flac", ".ogg")
+
+
+def _overrides(args: argparse.Namespace, names: dict[str, str]) -> list[str]:
+    """``key=value`` overrides for the flags that were given (``names``: attr -> key)."""
+    out = []
+    for attr, key in names.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out + list(getattr(args, "set", []) or [])
+
+
+def _say(msg: str) -> None:
+    print(f"sgmse: {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    """``sgmse train``: train SGMSE+ or the baseline on paired folders."""
+    out = Path(args.output)
+    base = args.config
+    if args.resume and base is None and (out / TRAIN_FILE).is_file():
+        base = out / TRAIN_FILE
+    flags = {"preset": "preset", "objective": "objective", "steps": "steps",
+             "batch_size": "batch_size", "lr": "lr", "segment_frames": "segment_frames",
+             "device": "device", "seed": "seed"}
+    overrides = _overrides(args, flags) + (["model=predictive"] if args.predictive else [])
+    settings = load_config(TrainSettings, base, overrides)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"{out}: exists and is not a folder")
+    if not args.resume and out.is_dir() and any(out.iterdir()):
+        raise CLIError(f"{out}: run folder exists and is not empty (pass --resume to "
+                       "continue it, or choose another -o)")
+    data = Path(args.data)
+    if not data.is_dir():
+        raise CLIError(f"{data}: no such dataset folder")
+
+    from polydiff.speech.data import PairedAudioDataset
+    from polydiff.speech.sgmse.model import (
+        SGMSE,
+        PredictiveConfig,
+        SGMSEConfig,
+        SGMSEPredictive,
+    )
+    from polydiff.speech.sgmse.network import NCSNppConfig
+    from polydiff.speech.sgmse.spec import SpecConfig
+    from polydiff.speech.sgmse.train import train_predictive, train_sgmse
+
+    try:
+        net = NCSNppConfig.preset(settings.preset, **settings.network)
+        spec = SpecConfig(**settings.spec)
+    except TypeError as err:  # an unknown field name in network/spec
+        raise CLIError(f"bad network/spec setting: {err}") from None
+    PairedAudioDataset(data, settings.split, layout=settings.layout)  # fail fast, one line
+    if settings.model == "sgmse":
+        model: Any = SGMSE(SGMSEConfig(objective=settings.objective, preset=settings.preset,
+                                       network=net, spec=spec))
+        fn: Any = train_sgmse
+    else:
+        model = SGMSEPredictive(PredictiveConfig(preset=settings.preset, network=net,
+                                                 spec=spec))
+        fn = train_predictive
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(settings, out / TRAIN_FILE)
+    tic = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the result (--json)
+        res = fn(model, data, out, steps=settings.steps, batch_size=settings.batch_size,
+                 lr=settings.lr, ema=settings.ema or None, device=settings.device,
+                 resume=args.resume, progress=True, seed=settings.seed, split=settings.split,
+                 layout=settings.layout, segment_frames=settings.segment_frames,
+                 log_every=settings.log_every, ckpt_every=settings.ckpt_every,
+                 precision=settings.precision)
+    emit({"run_dir": str(res.run_dir), "weights": str(res.weights), "model": settings.model,
+          "parameters": sum(p.numel() for p in model.parameters()),
+          "step": res.summary.get("step"), "loss": res.summary.get("loss"),
+          "seconds": round(time.perf_counter() - tic, 2)}, args.json)
+    return 0
+
+
+# ----------------------------------------------------------------------------- models
+def load_model(path: str | Path, device: str = "auto") -> Any:
+    """An SGMSE or SGMSEPredictive model from a run folder (its ``model/``) or a model
+    folder, moved to ``device``; one-line errors."""
+    from polydiff.core.nn.hub import from_pretrained
+    from polydiff.gpu import select_device
+    from polydiff.speech.sgmse.model import SGMSE, SGMSEPredictive
+
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"--model {p}: no such folder")
+    if (p / "model" / "config.json").is_file():
+        p = p / "model"
+    if not (p / "config.json").is_file():
+        raise CLIError(f"--model {p}: not a model folder (no config.json; pass the run "
+                       "folder of 'sgmse train' or its model/ folder)")
+    model = from_pretrained(p)
+    if not isinstance(model, SGMSE | SGMSEPredictive):
+        raise CLIError(f"--model {p}: holds a {type(model).__name__}, not an SGMSE model")
+    return model.to(select_device(device)).eval()
+
+
+def resolve_outputs(inp: Path, out: Path) -> list[tuple[Path, Path]]:
+    """``(input, output)`` file pairs of ``sgmse enhance``."""
+    from polydiff.speech.audio import list_audio
+
+    if not inp.exists():
+        raise CLIError(f"{inp}: no such file or folder")
+    if inp.is_dir():
+        if out.suffix.lower() in _AUDIO or out.is_file():
+            raise CLIError(f"-o {out}: a folder input needs an output folder")
+        if out.resolve() == inp.resolve():
+            raise CLIError(f"-o {out}: the output folder must differ from the input folder")
+        files = list_audio(inp)
+        if not files:
+            raise CLIError(f"{inp}: no audio files ({', '.join(_AUDIO)}) in the folder")
+        return [(f, out / f.name) for f in files]
+    target = out if out.suffix.lower() in _AUDIO else out / inp.name
+    if target.resolve() == inp.resolve():
+        raise CLIError(f"-o {out}: refusing to overwrite the input file")
+    return [(inp, target)]
+
+
+def enhance_file(model: Any, src: Path, dst: Path, settings: EnhanceSettings,
+                 seed: int) -> dict[str, Any]:
+    """Read, check, enhance and write one file (atomically); returns its statistics.
+    Raises ``AudioError`` (a ``ValueError``) with one line for an unusable input."""
+    from polydiff.speech.audio import AudioError, read_audio, write_audio
+    from polydiff.speech.sgmse.enhance import enhance_with_stats
+
+    wave, sr = read_audio(src)  # stereo -> mean of the channels (documented)
+    n_fft = model.representation.config.n_fft
+    need = math.ceil(n_fft * sr / model.sample_rate)
+    if len(wave) < need:
+        raise AudioError(f"{src}: too short ({len(wave)} samples at {sr} Hz; one STFT frame "
+                         f"needs {need})")
+    est, stats = enhance_with_stats(
+        model, wave, sr, sampler=settings.sampler, steps=settings.steps,
+        corrector_steps=settings.corrector_steps, snr=settings.snr, seed=seed,
+        chunk_seconds=settings.chunk_seconds, overlap_seconds=settings.overlap_seconds)
+    clipped = write_audio(dst, est, sr)
+    return {"input": str(src), "output": str(dst), "sample_rate": sr,
+            "seconds": round(stats.audio_seconds, 3), "rtf": round(stats.rtf, 4),
+            "nfe": stats.nfe, "chunks": stats.chunks, "clipped": clipped}
+
+
+def cmd_enhance(args: argparse.Namespace) -> int:
+    """``sgmse enhance``: enhance a file or a folder; per-file problems are reported and
+    the others processed; exit code 2 at the end if any failed."""
+    flags = {"sampler": "sampler", "steps": "steps", "snr": "snr",
+             "corrector_steps": "corrector_steps", "chunk_seconds": "chunk_seconds",
+             "overlap_seconds": "overlap_seconds", "device": "device", "seed": "seed"}
+    settings = load_config(EnhanceSettings, args.config, _overrides(args, flags))
+    inp, out = Path(args.input), Path(args.output)
+    jobs = resolve_outputs(inp, out)
+    model = load_model(args.model, settings.device)
+    if inp.is_dir():
+        save_config(settings, out / ENHANCE_FILE)
+    done: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+    for k, (src, dst) in enumerate(progress(jobs, total=len(jobs), desc="enhance")):
+        try:
+            done.append(enhance_file(model, src, dst, settings, settings.seed + k))
+        except ValueError as err:  # AudioError and friends: one line, go on
+            msg = " ".join(str(err).split())
+            failed.append({"input": str(src), "error": msg})
+            _say(f"skipped: {msg}")
+    audio = sum(d["seconds"] for d in done)
+    result = {"model": type(model).__name__, "sampler": settings.sampler,
+              "steps": settings.steps, "files": len(jobs), "written": len(done),
+              "failed": len(failed), "audio_seconds": round(audio, 3),
+              "rtf": round(sum(d["rtf"] * d["seconds"] for d in done) / audio, 4)
+              if audio else None,
+              "output": str(out if inp.is_dir() else jobs[0][1])}
+    if args.json:
+        result["outputs"], result["errors"] = done, failed
+    emit(result, args.json)
+    if failed:
+        raise CLIError(f"{len(failed)} of {len(jobs)} file(s) could not be enhanced "
+                       f"(first: {failed[0]['error']})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluate
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``sgmse evaluate``: metrics per file and their summary; writes metrics.csv/json."""
+    from polydiff.speech.metrics import evaluate_folder, write_metrics
+
+    for flag, d in (("--clean", args.clean), ("--enhanced", args.enhanced),
+                    ("--noisy", args.noisy)):
+        if d is not None and not Path(d).is_dir():
+            raise CLIError(f"{flag} {d}: no such folder")
+    rows, summary = evaluate_folder(args.clean, args.enhanced, args.noisy, show_progress=True)
+    out = Path(args.output or args.enhanced)
+    csv_path, json_path = write_metrics(rows, summary, out)
+    result: dict[str, Any] = {"files": summary["files"], "failed": summary["failed"],
+                              "missing": summary["missing"]}
+    for m in ("pesq", "estoi", "si_sdr"):
+        result[m] = summary[m]["mean"]
+        if args.noisy is not None:
+            result[f"noisy_{m}"] = summary[f"noisy_{m}"]["mean"]
+            result[f"delta_{m}"] = summary[m]["mean"] - summary[f"noisy_{m}"]["mean"]
+    result["csv"], result["json"] = str(csv_path), str(json_path)
+    emit(result, args.json)
+    return 0
+
+
+# ----------------------------------------------------------------------------- bench
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``sgmse bench``: RTF (and quality with --data) against the number of steps."""
+    from polydiff.apps.sgmse.config import SAMPLER_NAMES
+
+    if args.sampler not in SAMPLER_NAMES:
+        raise CLIError(f"unknown sampler {args.sampler!r}; choose from "
+                       f"{', '.join(SAMPLER_NAMES)}")
+    if not (args.seconds > 0 and math.isfinite(args.seconds)):
+        raise CLIError(f"--seconds must be positive, got {args.seconds}")
+    if args.data is not None and not Path(args.data).is_dir():
+        raise CLIError(f"--data {args.data}: no such dataset folder")
+    model = load_model(args.model, args.device)
+
+    import numpy as np
+
+    from polydiff.speech.metrics import evaluate_pair
+    from polydiff.speech.sgmse.enhance import enhance_with_stats, measure_rtf
+    from polydiff.speech.sgmse.model import SGMSE
+
+    diffusion = isinstance(model, SGMSE)
+    steps = list(args.steps) if diffusion else [1]
+    rows: list[dict[str, Any]] = []
+    pairs: list[Any] = []
+    if args.data is not None:
+        from polydiff.speech.data import iter_pairs
+
+        pairs = list(iter_pairs(args.data, args.split, sample_rate=model.sample_rate))
+        pairs = pairs[:args.max_files] if args.max_files else pairs
+    noisy_scores = [evaluate_pair(c, y, sr) for _, c, y, sr in pairs]
+    for n in progress(steps, total=len(steps), desc="bench"):
+        kw = {"sampler": args.sampler, "steps": n} if diffusion else {}
+        st = measure_rtf(model, args.seconds, **kw)
+        row: dict[str, Any] = {"steps": n if diffusion else None, "nfe": st.nfe,
+                               "rtf": st.rtf}
+        if pairs:
+            scores = []
+            for i, (_, clean, noisy, sr) in enumerate(pairs):
+                est, _ = enhance_with_stats(model, noisy, sr, seed=i, **kw)
+                scores.append(evaluate_pair(clean, est, sr))
+            for m in ("pesq", "estoi", "si_sdr"):
+                row[m] = float(np.nanmean([s[m] for s in scores]))
+        rows.append(row)
+    result: dict[str, Any] = {"model": type(model).__name__,
+                              "sampler": args.sampler if diffusion else None,
+                              "device": str(next(model.parameters()).device),
+                              "seconds": args.seconds, "results": rows}
+    if pairs:
+        result["files"] = len(pairs)
+        result["noisy"] = {m: float(np.nanmean([s[m] for s in noisy_scores]))
+                           for m in ("pesq", "estoi", "si_sdr")}
+    if args.output:
+        import io
+
+        buf = io.StringIO()
+        emit(result, True, file=buf)
+        atomic_write(args.output, buf.getvalue())
+    emit(result, args.json)
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``sgmse demo``: the tour demo, printed."""
+    from polydiff.apps.sgmse.demo import DEMO
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"{out}: exists and is not a folder")
+    rep = DEMO.demo(out, quick=args.quick)
+    result: dict[str, Any] = {"title": rep.title, "metrics": rep.metrics,
+                              "figures": [str(p) for p in rep.figures],
+                              "audio": [str(p) for p in rep.audio]}
+    if args.json:
+        result["text"] = rep.text
+        emit(result, True)
+    else:
+        emit(result, False)
+        print("\n" + rep.text)
+    return 0

@@ -1,0 +1,144 @@
+"""Typed settings of ``sgmse train`` and ``sgmse enhance`` (standard library only).
+
+Both load from a TOML file (keys at the top level) with ``key=value`` overrides through
+:func:`polydiff.core.cli.load_config`; command-line flags such as ``--steps 30`` are turned
+into such overrides, so every value is checked in one place. ``sgmse train`` writes the
+resolved settings beside the run (``<run>/sgmse.toml``), ``sgmse enhance`` into a folder
+output (``<out>/sgmse-enhance.toml``).
+
+Example ``train.toml``::
+
+    model = "sgmse"          # or "predictive" (the baseline)
+    objective = "score"      # SGMSE+; "epsilon" or "data" are the variants
+    preset = "small"         # tiny | small | paper
+    steps = 20000
+    batch_size = 8
+    lr = 1e-4
+    segment_frames = 256     # 2.04 s examples at 16 kHz
+    network = { base_channels = 48 }   # overrides of the preset's NCSN++ fields
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["ENHANCE_FILE", "SAMPLER_NAMES", "TRAIN_FILE", "EnhanceSettings", "TrainSettings",
+           "parse_table"]
+
+#: The samplers of :data:`polydiff.speech.sgmse.enhance.SAMPLERS` (kept here so that
+#: ``--help`` does not import torch; a test checks that both lists agree).
+SAMPLER_NAMES: tuple[str, ...] = ("pc", "em", "ode", "euler", "heun", "ddim", "dpmpp_2m",
+                                  "dpmpp_3m", "dpmpp_2m_sde", "unipc")
+#: File names of the saved settings.
+TRAIN_FILE = "sgmse.toml"
+ENHANCE_FILE = "sgmse-enhance.toml"
+
+
+def parse_table(table: dict[str, Any]) -> dict[str, Any]:
+    """Values given as text on the command line (``--set network.base_channels=48``) parsed
+    as TOML values (``48`` -> 48, ``[1, 2]`` -> a list); text that is not a TOML value stays
+    a string."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, str):
+            try:
+                value = tomllib.loads(f"v = {value}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = str(value)
+        out[key] = value
+    return out
+
+
+@dataclass
+class TrainSettings:
+    """What ``sgmse train`` trains and how (defaults: SGMSE+'s paper settings, Richter et
+    al. 2023, Sec. V-B, with the ``small`` network so that CPUs can run it).
+
+    Attributes:
+        model: ``"sgmse"`` (the score model) or ``"predictive"`` (the baseline).
+        objective: SGMSE's training objective (``score`` is SGMSE+).
+        preset: NCSN++ size; network: overrides of its fields (an inline TOML table).
+        spec: overrides of the STFT settings (``n_fft``, ``hop_length``, ``sample_rate``...).
+        steps, batch_size, lr, ema: optimizer steps, batch, Adam learning rate, EMA decay
+            (0 turns the EMA off).
+        segment_frames: STFT frames per training example (256 = 2.04 s at 16 kHz).
+        split, layout: the training split folder and the layout (auto, denoise, dereverb).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...; precision: fp32, bf16, fp16.
+        seed: initialisation, data order and noise seed.
+        log_every, ckpt_every: steps between ``stats.jsonl`` lines and between checkpoints.
+    """
+
+    model: Literal["sgmse", "predictive"] = "sgmse"
+    objective: Literal["score", "epsilon", "data"] = "score"
+    preset: Literal["tiny", "small", "paper"] = "small"
+    network: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+    steps: int = 10000
+    batch_size: int = 8
+    lr: float = 1e-4
+    ema: float = 0.999
+    segment_frames: int = 256
+    split: str = "train"
+    layout: Literal["auto", "denoise", "dereverb"] = "auto"
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 1000
+
+    def __post_init__(self) -> None:
+        self.network, self.spec = parse_table(self.network), parse_table(self.spec)
+        for name in ("steps", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.segment_frames < 2:
+            raise ValueError(f"segment_frames must be >= 2, got {self.segment_frames}")
+        if self.ckpt_every < 0:
+            raise ValueError(f"ckpt_every must be >= 0, got {self.ckpt_every}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+
+
+@dataclass
+class EnhanceSettings:
+    """How ``sgmse enhance`` samples (defaults: SGMSE+'s PC sampler, Richter et al. 2023,
+    Sec. IV: 30 reverse-diffusion steps, one annealed Langevin corrector step, r = 0.5).
+
+    Attributes:
+        sampler: a core sampler (``pc``, ``ode``, ``dpmpp_2m``, ...); ignored by the
+            predictive baseline.
+        steps: reverse steps N; corrector_steps, snr: the PC corrector.
+        chunk_seconds: process long files in chunks of this length, cross-faded over
+            ``overlap_seconds`` (``none``: whole files).
+        device: ``auto``, ``cpu``, ``cuda``...; seed: sampling noise (file k uses seed + k).
+    """
+
+    sampler: Literal["pc", "em", "ode", "euler", "heun", "ddim", "dpmpp_2m", "dpmpp_3m",
+                     "dpmpp_2m_sde", "unipc"] = "pc"
+    steps: int = 30
+    snr: float = 0.5
+    corrector_steps: int = 1
+    chunk_seconds: float | None = None
+    overlap_seconds: float = 1.0
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.corrector_steps < 0:
+            raise ValueError(f"corrector_steps must be >= 0, got {self.corrector_steps}")
+        if not (self.snr > 0 and math.isfinite(self.snr)):
+            raise ValueError(f"snr must be positive, got {self.snr}")
+        if not (self.overlap_seconds >= 0 and math.isfinite(self.overlap_seconds)):
+            raise ValueError(f"overlap_seconds must be >= 0, got {self.overlap_seconds}")
+        if self.chunk_seconds is not None and not (
+                math.isfinite(self.chunk_seconds)
+                and self.chunk_seconds >= 2 * self.overlap_seconds and self.chunk_seconds > 0):
+            raise ValueError(f"chunk_seconds must be positive and at least twice "
+                             f"overlap_seconds ({self.overlap_seconds}), got {self.chunk_seconds}")
