@@ -53,8 +53,8 @@ class DemoSettings:
     seed: int = 0
 
 
-QUICK = DemoSettings(datasets=("pedestrian",), preset="tiny", context_seasons=2, steps=80,
-                     batch_size=16, windows=1, num_samples=8, sampler="ddim",
+QUICK = DemoSettings(datasets=("pedestrian",), preset="small", context_seasons=2, steps=250,
+                     batch_size=32, windows=1, num_samples=16, sampler="ddim",
                      sampling_steps=10, refine_steps=5)
 FULL = DemoSettings(datasets=("pedestrian", "vic_elec"), preset="small", context_seasons=2,
                     steps=300, batch_size=32, windows=4, num_samples=32, sampler="ddim",
@@ -187,7 +187,7 @@ def _text(s: DemoSettings, metrics: dict[str, Any]) -> str:
     lines += [
         "",
         "Honest reading: few held-out windows and a briefly trained model, so these numbers "
-        "are noisy; the quick mode's tiny model is a smoke test, not a result. "
+        "are noisy; the quick mode (250 training steps, 4 windows) is a smoke test, not a result. "
         "tools/bench/tsdiff.py evaluates more windows, more training and gluonts' DeepAR.",
         "Figures: fan charts (10-90% intervals, median, actual values dashed) for the first "
         "and last held-out window, and the training loss."]
