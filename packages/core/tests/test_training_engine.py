@@ -266,3 +266,14 @@ def test_compiled_training_matches_eager(tmp_path: Path, device: str) -> None:
     moved = max((compiled[k] - tiny.build(str(tmp_path / "init"), data="fixed").model
                  .state_dict()[k].to(device)).abs().max().item() for k in compiled)
     assert moved > 1e-4  # three optimiser steps did change the weights
+
+
+def test_read_stats_skips_torn_and_nonfinite_lines(tmp_path: Path) -> None:
+    from polydiff.core.training import read_stats
+
+    lines = ['{"step": 1, "loss": 0.5}', '{"step": 2, "loss": NaN}', '{"step": 3, "lo',
+             '{"step": 4, "loss": true}', '[1, 2]', '{"step": 5, "loss": 2}']
+    (tmp_path / "stats.jsonl").write_text("\n".join(lines))
+    want = [{"step": 1, "loss": 0.5}, {"step": 5, "loss": 2}]
+    assert read_stats(tmp_path) == want == read_stats(tmp_path / "stats.jsonl")
+    assert read_stats(tmp_path / "missing") == []

@@ -32,7 +32,6 @@ scikit-learn are imported inside :meth:`DigitsDemo.demo` only.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import shutil
 import sys
@@ -191,19 +190,6 @@ def _digit_grid(rows: list[np.ndarray], real: list[np.ndarray], scale: int = 4,
     return img
 
 
-def _read_stats(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``stats.jsonl`` with a finite loss (torn lines skipped)."""
-    out = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec.get("loss"), int | float) and math.isfinite(rec["loss"]):
-            out.append(rec)
-    return out
-
-
 def _smooth(values: list[float], half_width: int = 3) -> list[float]:
     """Centred moving average over ``2 half_width + 1`` points (fewer at the ends)."""
     out = []
@@ -321,7 +307,9 @@ class DigitsDemo:
                 np.median(nearest_distance(cond.reshape(n, -1), flat_tr))
                 / np.median(nearest_distance(flat_ho, flat_tr))),
         }
-        stats = _read_stats(run_dir / "stats.jsonl")
+        from polydiff.core.training.rundir import read_stats
+
+        stats = read_stats(run_dir)
         steps_logged = [int(r["step"]) for r in stats]
         losses = [float(r["loss"]) for r in stats]
         tail = losses[-max(1, len(losses) // 10):]

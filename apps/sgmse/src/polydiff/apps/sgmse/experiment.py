@@ -118,18 +118,6 @@ class Trained:
     cached: bool = False
 
 
-def _read_stats(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec.get("loss"), int | float) and math.isfinite(rec["loss"]):
-            out.append({"step": int(rec["step"]), "loss": float(rec["loss"])})
-    return out
-
-
 def train_pair(settings: ExperimentSettings, corpus: Path, run_root: Path, *,
                device: str = "cpu", progress: bool | None = None,
                cache: Path | None = None, log: Callable[[str], None] | None = None) -> Trained:
@@ -183,7 +171,10 @@ def train_pair(settings: ExperimentSettings, corpus: Path, run_root: Path, *,
                  segment_frames=settings.segment_frames,
                  log_every=max(1, steps // 50), ckpt_every=0)
         seconds[name] = time.perf_counter() - tic
-        stats[name] = _read_stats(run / "stats.jsonl")
+        from polydiff.core.training.rundir import read_stats
+
+        stats[name] = [{"step": int(r["step"]), "loss": float(r["loss"])}
+                       for r in read_stats(run)]
         cls = SGMSE if name == "sgmse" else SGMSEPredictive
         models[name] = cls.from_pretrained(res.weights)  # the EMA weights
         say(f"trained {name}: {steps} steps in {seconds[name]:.1f} s")

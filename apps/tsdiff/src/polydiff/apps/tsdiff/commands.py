@@ -112,18 +112,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _losses(run: Path) -> list[tuple[int, float]]:
-    import json
+    from polydiff.core.training.rundir import read_stats
 
-    out = []
-    path = run / "stats.jsonl"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec.get("loss"), int | float) and math.isfinite(rec["loss"]):
-            out.append((int(rec["step"]), float(rec["loss"])))
-    return out
+    return [(int(r["step"]), float(r["loss"])) for r in read_stats(run)]
 
 
 def _loss_curve(run: Path) -> list[Path]:

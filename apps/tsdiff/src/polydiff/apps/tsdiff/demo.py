@@ -93,17 +93,10 @@ def _trained(name: str, train: list, freq: str, horizon: int, s: DemoSettings) -
 
 
 def _losses(run: Path) -> tuple[list[int], list[float]]:
-    steps, losses = [], []
-    path = run / "stats.jsonl"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec.get("loss"), int | float) and math.isfinite(rec["loss"]):
-            steps.append(int(rec["step"]))
-            losses.append(float(rec["loss"]))
-    return steps, losses
+    from polydiff.core.training.rundir import read_stats
+
+    records = read_stats(run)
+    return [int(r["step"]) for r in records], [float(r["loss"]) for r in records]
 
 
 def _compare(name: str, s: DemoSettings, out_dir: Path) -> tuple[dict[str, Any], list[Path]]:

@@ -36,10 +36,11 @@ from polydiff.core.training.data import (
 )
 from polydiff.core.training.ema import EMA, ema_decay
 from polydiff.core.training.loop import Trainer, as_objective
-from polydiff.core.training.rundir import RunDir, next_run_dir
+from polydiff.core.training.rundir import RunDir, next_run_dir, read_stats
 
 __all__ = [
-    "TrainConfig", "Trainer", "EMA", "ema_decay", "RunDir", "next_run_dir", "IndexedData",
+    "TrainConfig", "Trainer", "EMA", "ema_decay", "RunDir", "next_run_dir", "read_stats",
+    "IndexedData",
     "StreamData", "SampledData", "as_data_source", "as_objective", "mix_seed",
     "save_checkpoint", "load_checkpoint", "latest_checkpoint", "load_weights",
     "checkpoint_metadata",

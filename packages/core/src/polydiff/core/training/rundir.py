@@ -15,6 +15,7 @@ Everything needed to reproduce the run, nothing that needs a network.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -22,9 +23,28 @@ from typing import Any, TextIO
 
 from polydiff.core.training.checkpoint import atomic_write
 
-__all__ = ["next_run_dir", "RunDir"]
+__all__ = ["next_run_dir", "read_stats", "RunDir"]
 
 _ID = re.compile(r"^(\d+)")
+
+
+def read_stats(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a run's ``stats.jsonl`` (``path``: the file or the run directory) that
+    carry a finite ``loss``, in order; torn or malformed lines (a run killed mid-write) are
+    skipped, a missing file gives ``[]``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "stats.jsonl"
+    out = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        loss = rec.get("loss") if isinstance(rec, dict) else None
+        if isinstance(loss, int | float) and not isinstance(loss, bool) and math.isfinite(loss):
+            out.append(rec)
+    return out
 
 
 def next_run_dir(root: str | Path, desc: str) -> Path:
