@@ -19,8 +19,7 @@ The function ``enhance`` shares its name with its module: import it as
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from polydiff.core.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     # spec
@@ -43,14 +42,5 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(
+    __name__, {name: f"{__name__}.{mod}" for name, mod in _EXPORTS.items()})

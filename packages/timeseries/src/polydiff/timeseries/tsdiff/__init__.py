@@ -15,8 +15,7 @@ Importing this package is light: the names below load their module (and torch) o
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from polydiff.core.lazy import lazy_exports
 
 _EXPORTS = {
     "S4D": "s4", "S4DKernel": "s4",
@@ -29,14 +28,5 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(
+    __name__, {name: f"{__name__}.{mod}" for name, mod in _EXPORTS.items()})
