@@ -16,6 +16,25 @@ SRC_PATHS="$(printf '%s:' "$ROOT"/packages/*/src "$ROOT"/apps/*/src)"
 export PYTHONPATH="${SRC_PATHS%:}${PYTHONPATH:+:$PYTHONPATH}"
 export POLYDIFF_REQUIRE_CUDA=1
 
+# Packages the image lacks, carried as wheels in .whl (tools/device_wheels.sh fetches them
+# here): installed into a scratch site directory; sdists there (pesq) are built first with the
+# image's own cython/numpy/setuptools.
+if compgen -G "$ROOT/.whl/*" > /dev/null; then
+  SITE="${GPU_CHECK_SITE:-/tmp/polydiff-site}"
+  mkdir -p "$SITE" /tmp/polydiff-built
+  for sdist in "$ROOT"/.whl/*.tar.gz; do
+    [[ -e "$sdist" ]] || continue
+    "$PYTHON" -m pip wheel -q --no-build-isolation --no-deps --no-index -w /tmp/polydiff-built "$sdist" \
+      || echo "gpu_check: could not build $(basename "$sdist")" >&2
+  done
+  mapfile -t wheels < <(compgen -G "$ROOT/.whl/*.whl"; compgen -G "/tmp/polydiff-built/*.whl")
+  if (( ${#wheels[@]} )); then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$SITE" "${wheels[@]}"
+    export PYTHONPATH="$PYTHONPATH:$SITE"
+  fi
+fi
+
 echo "== CUDA tests (POLYDIFF_REQUIRE_CUDA=1): polydiff-gpu, compiled training on CUDA =="
 "$PYTHON" -m pytest packages/gpu/tests/test_cuda.py \
   "packages/core/tests/test_training_engine.py::test_compiled_training_matches_eager[cuda]" \
