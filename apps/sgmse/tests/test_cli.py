@@ -54,6 +54,22 @@ def test_sampler_names_match_the_package() -> None:
     assert tuple(SAMPLERS) == SAMPLER_NAMES
 
 
+def test_objective_names_match_the_package() -> None:
+    import typing
+
+    from polydiff.apps.sgmse.config import TrainSettings
+    from polydiff.speech.sgmse.model import OBJECTIVES
+
+    from polydiff.apps.sgmse.main import build_parser
+
+    hints = typing.get_type_hints(TrainSettings)
+    assert typing.get_args(hints["objective"]) == tuple(OBJECTIVES)
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    train = sub.choices["train"]
+    flag = next(a for a in train._actions if a.dest == "objective")
+    assert tuple(flag.choices) == tuple(OBJECTIVES)
+
+
 # ----------------------------------------------------------------------------- train
 def test_train_writes_a_run_and_its_settings(trained: dict) -> None:
     run: Path = trained["run"]

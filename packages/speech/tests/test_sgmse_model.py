@@ -48,13 +48,40 @@ class ExactGaussian(nn.Module):
         return torch.cat([out.real, out.imag], dim=1).float()
 
 
+class ExactGaussianEDM(nn.Module):
+    """The exact EDM network output ``F`` for the same Gaussian: the backbone receives ``c_in
+    x~`` (and ``y``) with ``x~ = (x_t - y) / alpha = (x0 - y) + sigma~ z`` and ``c_noise = log
+    (sigma~) / 4`` as its log-time, so ``x~ ~ CN(mu - y, s^2 + sigma~^2)`` and ``E[x0 - y |
+    x~] = (mu - y) + s^2 (x~ - (mu - y)) / (s^2 + sigma~^2)``; ``F = (E[x0 - y | x~] - c_skip
+    x~) / c_out``. Built from the EDM formulas of Karras et al. (2022), independently of
+    core's implementation."""
+
+    def __init__(self, mu: Tensor, s: float, sigma_data: float, score_error: float = 0.0):
+        super().__init__()
+        self.mu, self.s, self.sd, self.score_error = mu, s, sigma_data, score_error
+
+    def forward(self, h: Tensor, c_noise: Tensor) -> Tensor:
+        h = h.double()
+        sig = torch.exp(4.0 * c_noise.double()).reshape(-1, 1, 1, 1)
+        root = torch.sqrt(sig * sig + self.sd**2)
+        xt = torch.complex(h[:, 0:1], h[:, 1:2]) * root  # undo c_in
+        y = torch.complex(h[:, 2:3], h[:, 3:4])
+        m = self.mu - y
+        x0t = m + self.s**2 * (xt - m) / (self.s**2 + sig * sig)
+        c_skip, c_out = self.sd**2 / root**2, sig * self.sd / root
+        out = (x0t - c_skip * xt) / c_out * (1.0 + self.score_error)
+        return torch.cat([out.real, out.imag], dim=1).float()
+
+
 def _gaussian_setup(objective: str, s: float = 1.0, seed: int = 0, shape=(4, 1, 64, 64)):
     model = SGMSE(SGMSEConfig(preset="tiny", objective=objective))
     g = torch.Generator().manual_seed(seed)
     mu = 0.5 * torch.randn(*shape, dtype=torch.complex64, generator=g)
     y = mu + 2.0 * torch.randn(*shape, dtype=torch.complex64, generator=g)
-    model.net = SpecAdapter(ExactGaussian(model.process, mu.to(torch.complex128), s,
-                                          model.prediction_type))
+    mu128 = mu.to(torch.complex128)
+    backbone = (ExactGaussianEDM(mu128, s, model.config.sigma_data) if objective == "edm"
+                else ExactGaussian(model.process, mu128, s, model.prediction_type))
+    model.net = SpecAdapter(backbone)
     return model, mu, y
 
 
@@ -93,6 +120,8 @@ def _moments(x: Tensor, mu: Tensor, y: Tensor, c: float, var: float) -> tuple[fl
     ("data", "dpmpp_2m", 20, 0.03),
     ("epsilon", "heun", 15, 0.03),
     ("score", "ode", 0, 0.03),        # adaptive Dormand-Prince
+    ("edm", "pc", 30, 0.04),          # EDM preconditioning, SGMSE+'s sampler
+    ("edm", "dpmpp_2m", 20, 0.03),
 ])
 def test_exact_score_recovers_the_clean_distribution(objective, sampler, steps, tol) -> None:
     """Started from the exact marginal ``p_T``, every sampler driven through the SGMSE
@@ -112,7 +141,7 @@ def test_exact_score_recovers_the_clean_distribution(objective, sampler, steps, 
 
 
 @pytest.mark.parametrize(("objective", "sampler", "steps"), [
-    ("score", "em", 60), ("epsilon", "ode", 0), ("data", "dpmpp_2m", 20)])
+    ("score", "em", 60), ("epsilon", "ode", 0), ("data", "dpmpp_2m", 20), ("edm", "em", 60)])
 def test_from_sgmse_prior_matches_the_closed_form(objective, sampler, steps) -> None:
     """From SGMSE+'s prior ``CN(y, sigma(T)^2)`` (default ``x_init``) the output follows the
     closed form of :func:`_closed_form`: the mean keeps a known fraction of ``y - mu``."""
@@ -144,7 +173,7 @@ def test_prior_neglect_is_visible() -> None:
     assert c_sde > 0.2 and c_ode > 0.4 and var_ode < 0.8 and var_sde < 0.95
 
 
-@pytest.mark.parametrize("objective", ["score", "epsilon", "data"])
+@pytest.mark.parametrize("objective", ["score", "epsilon", "data", "edm"])
 def test_loss_is_minimised_by_the_exact_prediction(objective) -> None:
     s, t = 0.8, 0.9
     model, mu, _ = _gaussian_setup(objective, s, shape=(2, 1, 64, 32))
@@ -156,11 +185,15 @@ def test_loss_is_minimised_by_the_exact_prediction(objective) -> None:
     worse = float(model.loss(x0, y, t=t, generator=torch.Generator().manual_seed(1)))
     assert worse > exact * 1.01
     # the closed-form minima: E|sigma s + z|^2 = Var(z | x_t) = 1 - sigma^2 / v (score,
-    # epsilon) and E|x0_hat - x0|^2 = Var(x0 | x_t) = s^2 sigma^2 / v (data)
+    # epsilon), E|x0_hat - x0|^2 = Var(x0 | x_t) = s^2 sigma^2 / v (data) and EDM's weight
+    # (st^2 + sd^2) / (st sd)^2 times that (edm; st = sigma / a)
     tt = torch.tensor(t, dtype=torch.float64)
     a, sig2 = float(model.process.alpha(tt)), float(model.process.sigma(tt)) ** 2
     v = a * a * s * s + sig2
-    expected = 1.0 - sig2 / v if objective != "data" else s * s * sig2 / v
+    expected = 1.0 - sig2 / v if objective in ("score", "epsilon") else s * s * sig2 / v
+    if objective == "edm":
+        st2, sd2 = sig2 / (a * a), model.config.sigma_data ** 2
+        expected *= (st2 + sd2) / (st2 * sd2)
     assert exact == pytest.approx(expected, rel=0.03)
 
 

@@ -59,7 +59,8 @@ class TrainSettings:
 
     Attributes:
         model: ``"sgmse"`` (the score model) or ``"predictive"`` (the baseline).
-        objective: SGMSE's training objective (``score`` is SGMSE+).
+        objective: SGMSE's training objective (``score`` is SGMSE+; ``edm`` is EDM's
+            preconditioning of the same model, which small networks learn far faster).
         preset: NCSN++ size; network: overrides of its fields (an inline TOML table).
         spec: overrides of the STFT settings (``n_fft``, ``hop_length``, ``sample_rate``...).
         steps, batch_size, lr, ema: optimizer steps, batch, Adam learning rate, EMA decay
@@ -72,7 +73,7 @@ class TrainSettings:
     """
 
     model: Literal["sgmse", "predictive"] = "sgmse"
-    objective: Literal["score", "epsilon", "data"] = "score"
+    objective: Literal["score", "epsilon", "data", "edm"] = "score"
     preset: Literal["tiny", "small", "paper"] = "small"
     network: dict[str, Any] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)

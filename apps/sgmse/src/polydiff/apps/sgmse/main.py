@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="RUN", help="run folder")
     p.add_argument("--preset", choices=("tiny", "small", "paper"),
                    help="network size (default: small)")
-    p.add_argument("--objective", choices=("score", "epsilon", "data"),
-                   help="training objective of the diffusion model (default: score)")
+    p.add_argument("--objective", choices=("score", "epsilon", "data", "edm"),
+                   help="training objective of the diffusion model (default: score, "
+                   "SGMSE+'s; edm: EDM preconditioning, better for small networks)")
     p.add_argument("--predictive", action="store_true",
                    help="train the predictive baseline instead of the diffusion model")
     p.add_argument("--steps", type=int, metavar="N", help="optimizer steps (default: 10000)")

@@ -23,6 +23,17 @@ Objectives (``SGMSEConfig.objective``), all with core's
   same score, only the network's output scale differs.
 * ``"data"``: the network predicts the clean spectrogram ``x0`` (the data-prediction
   parameterisation of later SGMSE variants), loss ``|x0_theta - x0|^2``.
+* ``"edm"``: EDM preconditioning (Karras et al. 2022) of the same OUVE model, as studied for
+  SGMSE by Richter, de Oliveira, Gerkmann (2024), "Investigating Training Objectives for
+  Generative Speech Enhancement": core's :class:`~polydiff.core.denoiser.EDMDenoiser` works on
+  the centred, rescaled state ``(x_t - y) / alpha(t) = (x0 - y) + sigma~ z`` (``sigma~ =
+  sigma / alpha``), ``D = c_skip x~ + c_out F(c_in x~, c_noise) + y``, and the loss is EDM's
+  ``lambda(sigma~) |D - x0|^2`` (a unit-weighted error on ``F``). ``sigma_data`` is the scale of
+  ``x0 - y`` (about 0.1 for peak-normalised, compressed spectrograms of noisy speech). The
+  network sees ``c_noise = log(sigma~) / 4`` as its time input. Unlike ``"score"``, whose
+  output must reach ``|z| / sigma(t_eps)`` (about 50 here) with a precision of a fraction of a
+  percent at ``t = T`` before it beats ``y`` itself, every target of this objective has unit
+  scale; small networks trained briefly learn it (``tools/bench/README.md``).
 
 :class:`SGMSEPredictive` is the paper's predictive baseline: the same U-Net (input ``y`` only)
 regresses the clean compressed spectrogram in one forward pass, loss ``|D(y) - x0|^2``.
@@ -38,7 +49,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from polydiff.core.denoiser import ModelDenoiser
+from polydiff.core.denoiser import Denoiser, EDMDenoiser, ModelDenoiser
 from polydiff.core.losses import DiffusionLoss
 from polydiff.core.nn import PretrainedMixin, register_model
 from polydiff.core.processes import OUVE
@@ -51,7 +62,8 @@ __all__ = [
 ]
 
 #: objective name -> the core prediction type of the network output
-OBJECTIVES: dict[str, str] = {"score": "score", "epsilon": "epsilon", "data": "sample"}
+OBJECTIVES: dict[str, str] = {"score": "score", "epsilon": "epsilon", "data": "sample",
+                              "edm": "sample"}
 
 
 def _network(preset: str, network: Any, conditional: bool) -> NCSNppConfig:
@@ -138,18 +150,32 @@ class _SpecModel(PretrainedMixin, nn.Module):
                          reduction=reduction)
 
 
+class _NoiseInput(nn.Module):
+    """Feed EDM's ``c_noise`` to the network as its time embedding input: the network embeds
+    ``log(t)``, so it is given ``exp(c_noise)``."""
+
+    def __init__(self, net: NCSNpp):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor, c_noise: Tensor, y: Tensor) -> Tensor:
+        return self.net(x, torch.exp(c_noise), y)
+
+
 @dataclass
 class SGMSEConfig:
     """Configuration of :class:`SGMSE` (defaults: the paper's).
 
     Attributes:
-        objective: ``"score"`` (SGMSE+), ``"epsilon"`` or ``"data"`` (module docstring).
+        objective: ``"score"`` (SGMSE+), ``"epsilon"``, ``"data"`` or ``"edm"`` (module
+            docstring).
         preset: the network size used when ``network`` is not given (``"tiny"``, ``"small"``,
             ``"paper"``); the resolved network is stored in ``network``.
         network: the :class:`~.network.NCSNppConfig` (always conditional on ``y``).
         spec: the STFT/compression settings.
         theta, sigma_min, sigma_max, t_eps, t_max: the OUVE SDE (paper: 1.5, 0.05, 0.5,
             0.03, 1).
+        sigma_data: the scale of ``x0 - y`` in EDM's preconditioning (``"edm"`` only).
     """
 
     objective: str = "score"
@@ -161,6 +187,7 @@ class SGMSEConfig:
     sigma_max: float = 0.5
     t_eps: float = 0.03
     t_max: float = 1.0
+    sigma_data: float = 0.1
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -174,6 +201,8 @@ class SGMSEConfig:
             raise ValueError("need 0 < sigma_min < sigma_max")
         if not (self.theta > 0 and 0 < self.t_eps < self.t_max):
             raise ValueError("need theta > 0 and 0 < t_eps < t_max")
+        if not self.sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {self.sigma_data}")
         if self.spec.n_freq % self.network_multiple:
             raise ValueError(f"{self.spec.n_freq} frequency bins are not divisible by the "
                              f"network's padding multiple {self.network_multiple}")
@@ -205,19 +234,23 @@ class SGMSE(_SpecModel):
         self.process = OUVE(theta=config.theta, sigma_min=config.sigma_min,
                             sigma_max=config.sigma_max, t_eps=config.t_eps,
                             t_max=config.t_max)
-        weighting = "uniform" if config.objective == "data" else "snr"
         # "snr" on the x0 error is sigma^2 on the score error: SGMSE+'s |sigma s + z|^2
+        weighting = {"data": "uniform", "edm": "edm"}.get(config.objective, "snr")
         self.objective = DiffusionLoss(self.process, target=self.prediction_type,
                                        weighting=weighting, time_sampling="uniform",
-                                       dim_reduction="mean")
+                                       dim_reduction="mean", sigma_data=config.sigma_data)
 
     @property
     def prediction_type(self) -> str:
         """The core prediction type of the network output."""
         return OBJECTIVES[self.config.objective]
 
-    def denoiser(self) -> ModelDenoiser:
-        """The network wrapped once as a core denoiser conditioned on ``y``."""
+    def denoiser(self) -> Denoiser:
+        """The network wrapped once as a core denoiser conditioned on ``y``
+        (:class:`~polydiff.core.denoiser.EDMDenoiser` for ``"edm"``)."""
+        if self.config.objective == "edm":
+            return EDMDenoiser(_NoiseInput(self.net), self.process,
+                               sigma_data=self.config.sigma_data)
         return ModelDenoiser(self.net, self.process, prediction_type=self.prediction_type)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
