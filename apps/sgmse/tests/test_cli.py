@@ -58,9 +58,8 @@ def test_objective_names_match_the_package() -> None:
     import typing
 
     from polydiff.apps.sgmse.config import TrainSettings
-    from polydiff.speech.sgmse.model import OBJECTIVES
-
     from polydiff.apps.sgmse.main import build_parser
+    from polydiff.speech.sgmse.model import OBJECTIVES
 
     hints = typing.get_type_hints(TrainSettings)
     assert typing.get_args(hints["objective"]) == tuple(OBJECTIVES)
