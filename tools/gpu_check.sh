@@ -4,7 +4,10 @@
 # small MLP sampling step and of a fixed 32-step sampling loop. Under 5 minutes on one GPU.
 #
 # Usage (repository root or anywhere): tools/gpu_check.sh [extra pytest args]
-# GPU_CHECK_BENCH=train_step,sgmse selects the longer benchmarks (default train_step).
+# GPU_CHECK_BENCH=train_step,sgmse selects the longer benchmarks (default train_step);
+# GPU_CHECK_TESTS=0 skips the CUDA tests (e.g. a session that only runs the sgmse bench:
+#   tools/device_wheels.sh here, then with .whl carried there:
+#   GPU_CHECK_TESTS=0 GPU_CHECK_BENCH=sgmse GPU_CHECK_OUT=$OUT tools/gpu_check.sh).
 # Needs python with torch and pytest; polydiff need not be installed (packages/*/src is put on
 # PYTHONPATH). Set PYTHON to choose the interpreter; GPU_CHECK_JSON=path also writes the JSON.
 set -euo pipefail
@@ -35,10 +38,14 @@ if compgen -G "$ROOT/.whl/*" > /dev/null; then
   fi
 fi
 
+if [[ "${GPU_CHECK_TESTS:-1}" == 0 ]]; then
+  echo "gpu_check: GPU_CHECK_TESTS=0; CUDA tests skipped" >&2
+else
 echo "== CUDA tests (POLYDIFF_REQUIRE_CUDA=1): polydiff-gpu, compiled training on CUDA =="
 "$PYTHON" -m pytest packages/gpu/tests/test_cuda.py \
   "packages/core/tests/test_training_engine.py::test_compiled_training_matches_eager[cuda]" \
   -q -p no:cacheprovider "$@"
+fi
 
 echo "== polydiff-gpu benchmark: CUDA graph vs eager =="
 "$PYTHON" - <<'PY'

@@ -17,8 +17,10 @@ Budgets (same code):
 * ``cpu``: minutes on a CPU: the ``tiny`` network (about 10k parameters), the data-prediction
   objective (the score objective does not train to a usable sampler at this size and
   budget; see tools/bench/README.md), 64-frame segments;
-* ``gpu``: one GPU, about ten minutes: the ``small`` network (1.5M parameters), SGMSE+'s
-  score objective, 128-frame segments, more data and steps.
+* ``gpu``: one GPU, about ten minutes: the ``small`` network (1.5M parameters), the ``edm``
+  objective (EDM preconditioning of the same OUVE model: with SGMSE+'s score objective a
+  67k-parameter network's sampler diverges on CPU, see tools/bench/README.md; compare with
+  ``--set objective='"score"'``), 128-frame segments, more data and steps.
 
     python tools/bench/sgmse.py --budget cpu               # table
     python tools/bench/sgmse.py --budget gpu --json --out sgmse_gpu.json
@@ -67,7 +69,7 @@ BUDGETS: dict[str, ExperimentSettings] = {
                               sampler="pc", sampler_steps=(5, 10, 30)),
     "gpu": ExperimentSettings(n_train=400, n_test=20, seconds=(2.0, 3.0), preset="small",
                               steps=6000, predictive_steps=6000, batch_size=8,
-                              segment_frames=128, lr=3e-4, ema=0.999, objective="score",
+                              segment_frames=128, lr=3e-4, ema=0.999, objective="edm",
                               sampler="pc", sampler_steps=(5, 10, 30)),
 }
 
