@@ -251,3 +251,25 @@ def test_release_check_core(capsys) -> None:
     assert rc == 0, out
     assert "release_check: OK polydiff-core" in out
     assert "imported polydiff.core from" in out and "/venv/" in out
+
+
+# ----------------------------------------------------------------------------- shell tools
+@pytest.mark.parametrize("script", sorted(p.name for p in TOOLS.glob("*.sh")))
+def test_shell_tools_parse(script: str) -> None:
+    """Every tools/*.sh is valid bash (they run on machines where a syntax error would cost
+    a whole device session)."""
+    proc = subprocess.run(["bash", "-n", str(TOOLS / script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_device_wheels_reads_pins_from_the_lock() -> None:
+    """device_wheels.sh asks uv.lock for each package's version; an unknown set is refused
+    with exit 2 before anything is downloaded."""
+    proc = subprocess.run(["bash", str(TOOLS / "device_wheels.sh"), "nonsense"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown set" in proc.stderr
+    text = (TOOLS / "device_wheels.sh").read_text()
+    lock = (REPO / "uv.lock").read_text()
+    for name in ("pesq", "pystoi", "soundfile", "espeakng-loader", "pyroomacoustics", "cffi",
+                 "diffusers"):
+        assert name in text and f'name = "{name}"' in lock
