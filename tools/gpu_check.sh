@@ -121,6 +121,12 @@ fi
 if [[ "$BENCH" != *,sgmse,* ]]; then
   echo "gpu_check: sgmse not in GPU_CHECK_BENCH; skipped" >&2
 elif "$PYTHON" -c "import pesq, pystoi, soundfile, espeakng_loader, pyroomacoustics" 2>/dev/null; then
+  # a 30-second canary of every stage (corpus, both trainings, all samplers, metrics) on the
+  # device first: a device bug then costs seconds, not the whole training
+  echo "== sgmse bench: smoke run on the device ==" >&2
+  "$PYTHON" tools/bench/sgmse.py --budget gpu --set steps=5 predictive_steps=5 n_train=8 \
+    n_test=2 > /dev/null
+  echo "== sgmse bench: gpu budget ==" >&2
   "$PYTHON" tools/bench/sgmse.py --budget gpu --json ${GPU_CHECK_OUT:+--out "$GPU_CHECK_OUT/sgmse_gpu.json"}
 else
   echo "gpu_check: speech extras not importable; skipping tools/bench/sgmse.py" >&2
