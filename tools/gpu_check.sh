@@ -5,7 +5,7 @@
 #
 # Usage (repository root or anywhere): tools/gpu_check.sh [extra pytest args]
 # GPU_CHECK_BENCH=train_step,sgmse selects the longer benchmarks (default train_step);
-# GPU_CHECK_TESTS=0 skips the CUDA tests (e.g. a session that only runs the sgmse bench:
+# GPU_CHECK_SGMSE_SET="steps=3000 ..." overrides the sgmse gpu budget. GPU_CHECK_TESTS=0 skips the CUDA tests (e.g. a session that only runs the sgmse bench:
 #   tools/device_wheels.sh here, then with .whl carried there:
 #   GPU_CHECK_TESTS=0 GPU_CHECK_BENCH=sgmse GPU_CHECK_OUT=$OUT tools/gpu_check.sh).
 # Needs python with torch and pytest; polydiff need not be installed (packages/*/src is put on
@@ -127,7 +127,10 @@ elif "$PYTHON" -c "import pesq, pystoi, soundfile, espeakng_loader, pyroomacoust
   "$PYTHON" tools/bench/sgmse.py --budget gpu --set steps=5 predictive_steps=5 n_train=8 \
     n_test=2 > /dev/null
   echo "== sgmse bench: gpu budget ==" >&2
-  "$PYTHON" tools/bench/sgmse.py --budget gpu --json ${GPU_CHECK_OUT:+--out "$GPU_CHECK_OUT/sgmse_gpu.json"}
+  # GPU_CHECK_SGMSE_SET: overrides of the budget, e.g. "steps=3000 predictive_steps=3000"
+  read -r -a sgmse_set <<< "${GPU_CHECK_SGMSE_SET:-}"
+  "$PYTHON" tools/bench/sgmse.py --budget gpu --json ${GPU_CHECK_OUT:+--out "$GPU_CHECK_OUT/sgmse_gpu.json"} \
+    ${GPU_CHECK_SGMSE_SET:+--set "${sgmse_set[@]}"}
 else
   echo "gpu_check: speech extras not importable; skipping tools/bench/sgmse.py" >&2
 fi
