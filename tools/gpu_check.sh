@@ -5,7 +5,8 @@
 #
 # Usage (repository root or anywhere): tools/gpu_check.sh [extra pytest args]
 # GPU_CHECK_BENCH=train_step,sgmse selects the longer benchmarks (default train_step);
-# GPU_CHECK_SGMSE_SET="steps=3000 ..." overrides the sgmse gpu budget. GPU_CHECK_TESTS=0 skips the CUDA tests (e.g. a session that only runs the sgmse bench:
+# GPU_CHECK_SGMSE_SET="steps=3000 ..." overrides the sgmse gpu budget;
+# GPU_CHECK_TESTS=0 skips the CUDA tests (e.g. a session that only runs the sgmse bench:
 #   tools/device_wheels.sh here, then with .whl carried there:
 #   GPU_CHECK_TESTS=0 GPU_CHECK_BENCH=sgmse GPU_CHECK_OUT=$OUT tools/gpu_check.sh).
 # Needs python with torch and pytest; polydiff need not be installed (packages/*/src is put on
