@@ -33,6 +33,15 @@ def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="table layout (default: %(default)s)")
 
 
+def _table_args(p: argparse.ArgumentParser) -> None:
+    """Output options of the verbs that write forecast tables and fan charts."""
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                   help="table format (default: %(default)s)")
+    p.add_argument("--plots", type=int, default=4, metavar="K",
+                   help="fan charts for the first K series (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
 def _sampling_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("self-guided sampling")
     g.add_argument("--num-samples", type=int, default=100, metavar="S",
@@ -85,11 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     p.add_argument("-o", "--output", metavar="OUT", required=True, help="output folder")
     _sampling_args(p)
-    p.add_argument("--format", choices=("csv", "parquet"), default="csv",
-                   help="table format (default: %(default)s)")
-    p.add_argument("--plots", type=int, default=4, metavar="K",
-                   help="fan charts for the first K series (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _table_args(p)
 
     p = sub.add_parser("refine", help="refine a base forecaster's forecast with TSDiff",
                        description="Refine the forecasts of a base model (seasonal naive, the "
@@ -113,10 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=100, metavar="S",
                    help="samples of the baselines (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
-    p.add_argument("--plots", type=int, default=4, metavar="K",
-                   help="fan charts for the first K series (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _table_args(p)
 
     p = sub.add_parser("synthesize", help="draw synthetic windows",
                        description="Draw N unconditional windows (mean-scaled units) and write "
