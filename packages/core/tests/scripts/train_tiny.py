@@ -99,8 +99,9 @@ def main() -> None:
                         grad_accum=a.grad_accum, ckpt_every=a.ckpt_every, kill_at=a.kill_at,
                         strategy=a.strategy, grad_clip=a.grad_clip)
         trainer.fit(resume=True)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    from polydiff.gpu import destroy
+
+    destroy()
 
 
 if __name__ == "__main__":

@@ -177,6 +177,10 @@ def rank_zero_print(*args: Any, **kwargs: Any) -> None:
 
 
 def destroy() -> None:
-    """Tear down the default process group if one exists."""
+    """Tear down the default process group if one exists, after a barrier: a rank that
+    destroys its group while a peer is still inside a collective can make that peer's
+    backend threads abort the process at exit (seen with gloo: "terminate called without
+    an active exception")."""
     if is_distributed():
+        barrier()
         dist.destroy_process_group()
