@@ -386,3 +386,53 @@ def test_discover_and_load(monkeypatch):
     monkeypatch.setenv(cli.EXTRA_APPS_ENV, "garbage")
     with pytest.raises(CLIError, match="name=module:attr"):
         discover_apps()
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    """Files and folders written atomically get the umask's permissions, like their
+    neighbours (tempfile alone would leave 0600 files and 0700 folders)."""
+    import os
+    import stat
+
+    from polydiff.core.utils import atomic_dir, atomic_write
+
+    old = os.umask(0o022)
+    try:
+        f = atomic_write(tmp_path / "a.txt", "x")
+        with atomic_dir(tmp_path / "model") as d:
+            (d / "w.bin").write_bytes(b"1")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_save_pretrained_uses_the_umask(tmp_path):
+    import os
+    import stat
+
+    from polydiff.core.nn import UNet, UNetConfig
+
+    old = os.umask(0o022)
+    try:
+        net = UNet(UNetConfig(dims=1, in_channels=1, out_channels=1, base_channels=8,
+                              channel_mults=(1,), num_res_blocks=1, attention_levels=()))
+        path = net.save_pretrained(tmp_path / "net")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    for f in path.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+
+
+def test_utils_is_stdlib_only():
+    import subprocess
+    import sys
+
+    code = ("import sys, polydiff.core.utils, polydiff.core.cli; "
+            "bad = [m for m in ('torch', 'numpy', 'tqdm') if m in sys.modules]; "
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == ""

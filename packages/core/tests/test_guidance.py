@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import Tensor
 
-from polydiff.core._utils import append_dims
 from polydiff.core.denoiser import Denoiser
 from polydiff.core.grids import time_grid
 from polydiff.core.guidance import ClassifierFreeGuidance, GradientGuidance, MeasurementGuidance
@@ -23,6 +22,7 @@ from polydiff.core.samplers import (
     sample_heun,
     sample_pc,
 )
+from polydiff.core.shapes import append_dims
 from polydiff.core.testbeds import GaussianMixture
 
 F64 = torch.float64

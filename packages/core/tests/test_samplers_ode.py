@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from polydiff.core._utils import append_dims
 from polydiff.core.denoiser import Denoiser
 from polydiff.core.grids import time_grid
 from polydiff.core.processes import (
@@ -37,6 +36,7 @@ from polydiff.core.samplers.dpmsolver import (
 )
 from polydiff.core.samplers.ode import sample_ddim, sample_euler, sample_heun
 from polydiff.core.samplers.sde import sample_ddpm
+from polydiff.core.shapes import append_dims
 from polydiff.core.testbeds import GaussianMixture, reference_pf_ode
 
 F64 = torch.float64

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import Tensor
 
-from polydiff.core._utils import append_dims
 from polydiff.core.denoiser import Denoiser, ModelDenoiser
 from polydiff.core.grids import time_grid
 from polydiff.core.processes import OUVE, VE, GaussianProcess, VPDiscrete, VPLinear
 from polydiff.core.samplers.sde import sample_ddpm, sample_euler_maruyama, sample_pc
+from polydiff.core.shapes import append_dims
 from polydiff.core.testbeds import GaussianMixture, reference_pf_ode
 
 F64 = torch.float64

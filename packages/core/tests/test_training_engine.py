@@ -172,11 +172,11 @@ def test_interrupted_checkpoint_keeps_previous(tmp_path: Path, monkeypatch: pyte
     if fail_at == "weights":
         monkeypatch.setattr(checkpoint, "save_file", torn_save)
     else:
-        monkeypatch.setattr(checkpoint.os, "replace", failing_replace)
+        monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError):
         trainer.save_checkpoint()
     monkeypatch.setattr(checkpoint, "save_file", real_save)
-    monkeypatch.setattr(checkpoint.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
 
     ckpt_dir = run / "checkpoints"
     assert latest_checkpoint(ckpt_dir).name == "ckpt-00000002.safetensors"

@@ -3,8 +3,9 @@
 Submodules: :mod:`~polydiff.core.processes` (forward processes), :mod:`~polydiff.core.param`
 (parameterizations), :mod:`~polydiff.core.denoiser`, :mod:`~polydiff.core.losses`,
 :mod:`~polydiff.core.grids`, :mod:`~polydiff.core.samplers`, :mod:`~polydiff.core.guidance`,
-:mod:`~polydiff.core.testbeds`, :mod:`~polydiff.core.cli` (app helpers) and
-:mod:`~polydiff.core.interop` (diffusers, optional).
+:mod:`~polydiff.core.testbeds`, :mod:`~polydiff.core.shapes` (``append_dims`` and other
+tensor helpers), :mod:`~polydiff.core.utils` (atomic writes, progress: standard library only),
+:mod:`~polydiff.core.cli` (app helpers) and :mod:`~polydiff.core.interop` (diffusers, optional).
 
 The names below are imported on first use (PEP 562), so ``import polydiff.core.cli`` (and every
 app's ``--help``) does not import torch.
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
         VPDiscrete,
         VPLinear,
     )
+    from polydiff.core.shapes import append_dims
 
 try:
     __version__ = version("polydiff-core")
@@ -41,12 +43,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "Denoiser", "ModelDenoiser", "EDMDenoiser", "time_grid", "GaussianProcess", "VPLinear",
     "VPCosine", "VPDiscrete", "SubVP", "VE", "EDM", "OUVE", "LinearInterpolant",
-    "TrigInterpolant", "__version__",
+    "TrigInterpolant", "append_dims", "__version__",
 ]
 
 _HOME = {
     **dict.fromkeys(("Denoiser", "ModelDenoiser", "EDMDenoiser"), "polydiff.core.denoiser"),
     "time_grid": "polydiff.core.grids",
+    "append_dims": "polydiff.core.shapes",
     **dict.fromkeys(("GaussianProcess", "VPLinear", "VPCosine", "VPDiscrete", "SubVP", "VE",
                      "EDM", "OUVE", "LinearInterpolant", "TrigInterpolant"),
                     "polydiff.core.processes"),
@@ -54,7 +57,8 @@ _HOME = {
 
 
 _SUBMODULES = frozenset({"processes", "param", "denoiser", "losses", "grids", "samplers",
-                         "guidance", "testbeds", "interop", "cli", "nn", "training"})
+                         "guidance", "testbeds", "interop", "cli", "nn", "training",
+                         "shapes", "utils", "config", "plots", "lazy"})
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOME, _SUBMODULES)

@@ -2,8 +2,8 @@
 
 * typed configs: :func:`load_config` (dataclasses from TOML/JSON plus ``key=value`` overrides),
   :func:`config_to_dict`, :func:`save_config`, :func:`add_config_args`;
-* files: :func:`atomic_write` and :func:`atomic_path` (temporary file, then ``os.replace``);
-* progress: :func:`progress` (tqdm, silent off a terminal or under ``CI``);
+* re-exported from :mod:`polydiff.core.utils` (library code imports them from there):
+  :func:`atomic_write`, :func:`atomic_path`, :func:`progress`, :func:`quiet`;
 * errors: :class:`CLIError` and :func:`run_cli` (one ``prog: error: message`` line, exit 2);
 * output: :func:`emit` (a JSON object with ``--json``, aligned text otherwise);
 * apps: the :class:`App` protocol, :class:`DemoReport`, and entry-point discovery in the group
@@ -18,10 +18,8 @@ import json
 import math
 import os
 import sys
-import tempfile
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -29,13 +27,20 @@ from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 
 from polydiff.core.config import (  # re-exported: one import for apps
     ConfigError,
-    _one_line,
     _plain,
     add_config_args,
     config_from_dict,
     config_to_dict,
     load_config,
     save_config,
+)
+from polydiff.core.utils import (
+    MissingDependencyError,
+    atomic_path,
+    atomic_write,
+    one_line,
+    progress,
+    quiet,
 )
 
 __all__ = [
@@ -59,67 +64,15 @@ class CLIError(Exception):
         self.exit_code = exit_code
 
 
-# ----------------------------------------------------------------------------- files
-@contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix, so format-sniffing writers work);
-    on success it replaces ``path`` in one ``os.replace``, on any error it is deleted and
-    ``path`` is left untouched. Missing parent folders are created."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.",
-                                    suffix=f".tmp{target.suffix}")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> the usual permissions
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
-    """Write ``data`` (``str`` as UTF-8) to ``path`` atomically: readers see the old file or
-    the complete new one, never a partial file."""
-    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return Path(path)
-
-
-# ----------------------------------------------------------------------------- progress
-def quiet() -> bool:
-    """True where progress output should stay silent: stderr is not a terminal, or ``CI`` is
-    set (to anything but ``0``/``false``)."""
-    ci = os.environ.get("CI", "").strip().lower()
-    return ci not in ("", "0", "false", "no") or not (sys.stderr and sys.stderr.isatty())
-
-
-def progress(iterable: Iterable[T], total: int | None = None, desc: str | None = None,
-             disable: bool | None = None) -> Iterator[T]:
-    """``iterable`` with a tqdm bar on stderr (``disable=None``: silent when :func:`quiet`)."""
-    from tqdm.std import tqdm  # imported here: keeps tqdm off the --help path
-
-    return iter(tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
-                     disable=quiet() if disable is None else disable, file=sys.stderr))
-
-
 # ----------------------------------------------------------------------------- errors
-_BAD_INPUT = (CLIError, ConfigError, ValueError, FileNotFoundError, FileExistsError,
-              IsADirectoryError, NotADirectoryError, PermissionError)
+_BAD_INPUT = (CLIError, ConfigError, MissingDependencyError, ValueError, FileNotFoundError,
+              FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
-        return _one_line(f"{exc.strerror}: '{exc.filename}'")
-    return _one_line(str(exc)) or type(exc).__name__
+        return one_line(f"{exc.strerror}: '{exc.filename}'")
+    return one_line(str(exc)) or type(exc).__name__
 
 
 def run_cli(main_fn: Callable[[list[str] | None], int | None],

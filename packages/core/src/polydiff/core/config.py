@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any, Literal, TypeVar, Union
 
+from polydiff.core.utils import atomic_write, one_line
+
 __all__ = ["ConfigError", "add_config_args", "config_from_dict", "config_to_dict",
            "load_config", "save_config"]
 
@@ -31,10 +33,6 @@ T = TypeVar("T")
 class ConfigError(ValueError):
     """A config file or override that does not fit the config's dataclass (one-line message)."""
 
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 # ----------------------------------------------------------------------------- configs
@@ -58,14 +56,14 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _bad(key: str, tp: Any, value: Any) -> ConfigError:
     got = repr(str(value)) if isinstance(value, _Raw) else f"{value!r} ({type(value).__name__})"
-    return ConfigError(_one_line(f"config key '{key}' expects {_type_name(tp)}, got {got}"))
+    return ConfigError(one_line(f"config key '{key}' expects {_type_name(tp)}, got {got}"))
 
 
 def _parse_toml_value(text: str, key: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(_one_line(f"config key '{key}': cannot parse {text!r}: {e}")) from None
+        raise ConfigError(one_line(f"config key '{key}': cannot parse {text!r}: {e}")) from None
 
 
 def _is_choice(value: Any, choice: Any, raw: bool) -> bool:
@@ -194,7 +192,7 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "", base: Any = 
         return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except (TypeError, ValueError) as e:
         where = prefix.rstrip(".") or cls.__name__
-        raise ConfigError(_one_line(f"invalid config {where}: {e}")) from None
+        raise ConfigError(one_line(f"invalid config {where}: {e}")) from None
 
 
 _MISSING = object()
@@ -220,7 +218,7 @@ def _read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
-        raise ConfigError(_one_line(f"config '{p}' is not valid {kind}: {e}")) from None
+        raise ConfigError(one_line(f"config '{p}' is not valid {kind}: {e}")) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config '{p}' must hold a table of keys")
     return data
@@ -340,7 +338,5 @@ def save_config(cfg: Any, path: str | os.PathLike[str],
         lines: list[str] = []
         _toml_table(data, "", lines)
         text = "\n".join(lines) + "\n"
-    from polydiff.core.cli import atomic_write  # cli imports this module
-
     atomic_write(p, text)
     return p

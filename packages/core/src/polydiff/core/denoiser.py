@@ -14,9 +14,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from polydiff.core._utils import append_dims
 from polydiff.core.param import PREDICTION_TYPES, edm_precond_coefficients, from_x0_eps, to_x0_eps
 from polydiff.core.processes.gaussian import GaussianProcess
+from polydiff.core.shapes import append_dims
 
 __all__ = ["Denoiser", "ModelDenoiser", "EDMDenoiser"]
 

@@ -27,9 +27,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from polydiff.core._utils import append_dims
 from polydiff.core.denoiser import Denoiser
 from polydiff.core.param import to_x0_eps
+from polydiff.core.shapes import append_dims
 
 __all__ = ["ClassifierFreeGuidance", "GradientGuidance", "MeasurementGuidance",
            "shift_score"]

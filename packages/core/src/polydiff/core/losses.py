@@ -43,10 +43,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polydiff.core._utils import append_dims, as_time
 from polydiff.core.denoiser import Denoiser, EDMDenoiser, ModelDenoiser
 from polydiff.core.param import PREDICTION_TYPES, from_x0_eps
 from polydiff.core.processes.gaussian import GaussianProcess
+from polydiff.core.shapes import append_dims, as_time
 
 __all__ = [
     "TIME_SAMPLINGS", "WEIGHTINGS", "x0_error_scale", "likelihood_weight", "loss_weight",

@@ -21,8 +21,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from polydiff.core._utils import append_dims, compact_time
 from polydiff.core.processes.gaussian import GaussianProcess
+from polydiff.core.shapes import append_dims, compact_time
 
 __all__ = [
     "PREDICTION_TYPES", "PredictionType", "to_x0_eps", "from_x0_eps", "convert",

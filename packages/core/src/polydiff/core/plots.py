@@ -3,7 +3,7 @@
 Needs the ``plots`` extra (``pip install polydiff-core[plots]``, i.e. matplotlib); it is
 imported lazily, with the non-interactive Agg backend, inside each function, so importing this
 module costs nothing. Every function writes a PNG through
-:func:`polydiff.core.cli.atomic_path` (a crash never leaves a half-written figure) and returns
+:func:`polydiff.core.utils.atomic_path` (a crash never leaves a half-written figure) and returns
 its path. Inputs are numpy arrays or anything ``numpy.asarray`` accepts (torch tensors on the
 CPU included).
 
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from polydiff.core.cli import CLIError, atomic_path
+from polydiff.core.utils import MissingDependencyError, atomic_path
 
 __all__ = ["line_plot", "image_grid", "spectrogram_plot", "fan_chart", "plots_available"]
 
@@ -40,7 +40,8 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as exc:  # one line for CLIs
-        raise CLIError("plotting needs matplotlib: pip install 'polydiff-core[plots]'") from exc
+        raise MissingDependencyError(
+            "plotting needs matplotlib: pip install 'polydiff-core[plots]'") from exc
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

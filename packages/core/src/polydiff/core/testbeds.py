@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polydiff.core._utils import append_dims, as_time
 from polydiff.core.denoiser import Denoiser
 from polydiff.core.processes.gaussian import GaussianProcess
+from polydiff.core.shapes import append_dims, as_time
 
 __all__ = ["GaussianMixture", "LowRankMixture", "MixtureDenoiser", "reference_pf_ode"]
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from polydiff.core.cli import atomic_path
+from polydiff.core.utils import atomic_path
 
 __all__ = [
     "AUDIO_EXTENSIONS", "MIN_SAMPLE_RATE", "AudioError", "audio_info", "list_audio",

@@ -473,7 +473,7 @@ def build_corpus(out_dir: str | os.PathLike[str], spec: CorpusSpec | None = None
     """Build the corpus ``spec`` (fields given as keywords override it) into ``out_dir``;
     returns the manifest. Written into ``<out_dir>.tmp-<pid>`` and renamed into place at
     the end; an existing ``out_dir`` is an error unless ``overwrite``."""
-    from polydiff.core.cli import atomic_write, progress
+    from polydiff.core.utils import atomic_write, progress
     from polydiff.speech.audio import write_audio
 
     spec = replace(spec or CorpusSpec(), **fields)

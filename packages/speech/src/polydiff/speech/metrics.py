@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from polydiff.core.cli import atomic_write
+from polydiff.core.utils import atomic_write
 from polydiff.speech.audio import AudioError, list_audio, read_audio, resample
 
 __all__ = [
@@ -206,7 +206,7 @@ def evaluate_folder(clean_dir: str | os.PathLike[str], enhanced_dir: str | os.Pa
     columns = list(metrics) + ([f"noisy_{m}" for m in metrics] if noisy is not None else [])
     names: Iterable[str] = sorted(enhanced)
     if show_progress:
-        from polydiff.core.cli import progress
+        from polydiff.core.utils import progress
 
         names = progress(names, total=len(enhanced), desc="evaluate")
     rows: list[dict[str, Any]] = []

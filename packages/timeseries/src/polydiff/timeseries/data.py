@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from polydiff.core.cli import atomic_path
+from polydiff.core.utils import atomic_path
 
 __all__ = [
     "AllMissingError", "DataError", "DatasetUnavailableError", "DuplicateTimestampError",

@@ -42,7 +42,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from polydiff.core._utils import append_dims
 from polydiff.core.denoiser import Denoiser, ModelDenoiser
 from polydiff.core.grids import time_grid
 from polydiff.core.param import to_x0_eps
@@ -56,6 +55,7 @@ from polydiff.core.samplers.dpmsolver import (
 from polydiff.core.samplers.ode import ddim_stepper, sample_ddim
 from polydiff.core.samplers.stepper import Stepper
 from polydiff.core.samplers.unipc import sample_unipc, unipc_stepper
+from polydiff.core.shapes import append_dims
 
 __all__ = [
     "SOLVERS", "DiffusersModel", "process_from_scheduler", "denoiser_from_diffusers",

@@ -17,14 +17,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
+
+from polydiff.core.utils import atomic_dir, atomic_path, atomic_write
 
 __all__ = [
     "CONFIG_NAME",
@@ -111,18 +111,9 @@ def _write_pair(model: nn.Module, directory: Path) -> None:
         ptrs[v.data_ptr()] = k
     meta = {"format": "pt", "polydiff_config": json.dumps(cfg, sort_keys=True)}
 
-    def atomic(name: str, write: Callable[[str], None]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, directory / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    atomic(WEIGHTS_NAME, lambda p: save_file(state, p, metadata=meta))
-    atomic(CONFIG_NAME, lambda p: Path(p).write_text(text, encoding="utf-8"))
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    atomic_write(directory / CONFIG_NAME, text)
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
@@ -138,15 +129,8 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str]) -> Path
             raise NotADirectoryError(f"{directory} exists and is not a directory")
         _write_pair(model, directory)
         return directory
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp",
-                                dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         _write_pair(model, tmp)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

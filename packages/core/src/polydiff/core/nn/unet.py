@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polydiff.core._utils import append_dims
 from polydiff.core.nn.embeddings import (
     TIME_EMBEDDINGS,
     LabelEmbedding,
@@ -36,6 +35,7 @@ from polydiff.core.nn.embeddings import (
 )
 from polydiff.core.nn.hub import PretrainedMixin, register_model
 from polydiff.core.nn.transformer import SelfAttention
+from polydiff.core.shapes import append_dims
 
 __all__ = ["AttentionBlock", "Downsample", "ResBlock", "UNet", "UNetConfig", "Upsample"]
 

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polydiff.core._utils import append_dims
 from polydiff.core.nn.embeddings import (
     TIME_EMBEDDINGS,
     LabelEmbedding,
@@ -30,6 +29,7 @@ from polydiff.core.nn.embeddings import (
     check_no_labels,
 )
 from polydiff.core.nn.hub import PretrainedMixin, register_model
+from polydiff.core.shapes import append_dims
 
 __all__ = ["ResidualLayer", "WaveNet", "WaveNetConfig"]
 

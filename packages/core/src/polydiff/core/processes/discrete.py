@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from polydiff.core._utils import append_dims, as_time, schedule_dtype
+from polydiff.core.shapes import append_dims, as_time, schedule_dtype
 
 __all__ = [
     "MaskAndReplaceProcess",

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polydiff.core._utils import append_dims
+from polydiff.core.shapes import append_dims
 
 __all__ = ["GaussianProcess"]
 

@@ -12,8 +12,8 @@ import math
 import torch
 from torch import Tensor
 
-from polydiff.core._utils import time_tensor
 from polydiff.core.processes.gaussian import GaussianProcess
+from polydiff.core.shapes import time_tensor
 
 __all__ = ["VE", "EDM"]
 

@@ -19,31 +19,17 @@ processes) so the same code serves every Gaussian process.
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from polydiff.core.denoiser import Denoiser
 
-__all__ = ["Callback", "progress", "quiet", "Sampling", "make_generator"]
+__all__ = ["Callback", "Sampling", "make_generator"]
 
 Callback = Callable[[dict[str, Any]], None]
-
-
-def quiet() -> bool:
-    """True where progress bars should stay silent: not a terminal, or ``CI`` is set."""
-    return bool(os.environ.get("CI")) or not sys.stderr.isatty()
-
-
-def progress(n: int, disable: bool | None = None, desc: str | None = None) -> Iterator[int]:
-    """``range(n)`` with a tqdm bar (``disable=None``: automatic, see :func:`quiet`)."""
-    return iter(tqdm(range(n), disable=quiet() if disable is None else disable, desc=desc,
-                     leave=False))
 
 
 def make_generator(generator: torch.Generator | None, seed: int | None,

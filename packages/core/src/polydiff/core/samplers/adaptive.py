@@ -34,9 +34,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from polydiff.core._utils import append_dims, as_time
 from polydiff.core.denoiser import Denoiser
-from polydiff.core.samplers._common import Callback, Sampling, quiet
+from polydiff.core.samplers._common import Callback, Sampling
+from polydiff.core.shapes import append_dims, as_time
+from polydiff.core.utils import quiet
 
 __all__ = ["Tableau", "TABLEAUS", "odeint_adaptive", "solve_pf_ode", "sample_ode_adaptive",
            "log_likelihood"]

@@ -46,8 +46,9 @@ from torch import Tensor, nn
 
 from polydiff.core.denoiser import Denoiser
 from polydiff.core.grids import time_grid
-from polydiff.core.samplers._common import Callback, Sampling, progress
+from polydiff.core.samplers._common import Callback, Sampling
 from polydiff.core.samplers.dpmsolver import LOWER_ORDER_FINAL_STEPS
+from polydiff.core.utils import progress
 
 __all__ = ["BASES", "BespokeSolver", "base_coefficients", "fit_bespoke", "sample_bespoke"]
 
@@ -227,7 +228,7 @@ def _rollout(s: Sampling, times: Tensor, a: Tensor | list[float], b: Tensor | li
     """``z_{i+1} = a_i z_0 + sum_j b_ij D_j``: one denoiser call per step."""
     z0 = z = s.z
     ds: list[Tensor] = []
-    for i in progress(len(a), disable):
+    for i in progress(len(a), disable=disable):
         d, _ = s.denoise_at(z, times[i].expand(s.batch))
         ds.append(d)
         if torch.is_tensor(a):
@@ -476,7 +477,7 @@ def fit_bespoke(denoiser: Denoiser, x_cal: Tensor, steps: int, *,
     stall = 0
     n_tr = tr_idx.numel()
     probs = torch.full((n_tr,), 1.0 / n_tr, dtype=_F64)
-    for it in progress(iters + 1, disable, desc="bespoke"):
+    for it in progress(iters + 1, desc="bespoke", disable=disable):
         last = it == iters
         weights = None
         if full:

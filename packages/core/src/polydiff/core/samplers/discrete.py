@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from polydiff.core.processes.discrete import MaskAndReplaceProcess, categorical_sample
-from polydiff.core.samplers._common import Callback, progress
+from polydiff.core.samplers._common import Callback
+from polydiff.core.utils import progress
 
 __all__ = ["discrete_time_grid", "sample_discrete"]
 

@@ -28,9 +28,10 @@ import torch
 from torch import Tensor
 
 from polydiff.core.denoiser import Denoiser
-from polydiff.core.samplers._common import Callback, Sampling, make_generator, progress
+from polydiff.core.samplers._common import Callback, Sampling, make_generator
 from polydiff.core.samplers.stepper import DDIMStepper, half_log_snr, run_stepper
 from polydiff.core.samplers.stepper import randn_like as _randn
+from polydiff.core.utils import progress
 
 __all__ = ["sample_ddim", "sample_euler", "sample_heun", "half_log_snr", "ddim_coefficients",
            "ddim_stepper"]
@@ -128,7 +129,7 @@ def _karras(denoiser: Denoiser, x: Tensor, ts: Tensor, cond: dict[str, Any] | No
         t_hat = th.to(device=s.ts.device, dtype=s.ts.dtype)
         gen = make_generator(generator, seed, x.device)
     z = s.z
-    for i in progress(n, disable):
+    for i in progress(n, disable=disable):
         a_i, a_n, s_i, s_n = al_l[i], al_l[i + 1], st_l[i], st_l[i + 1]
         ah, sh = (a_hat[i], s_hat[i]) if gammas[i] > 0 else (a_i, s_i)
         if gammas[i] > 0 and sh > s_i:

@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 from polydiff.core.denoiser import Denoiser
-from polydiff.core.samplers._common import Callback, Sampling, make_generator, progress
+from polydiff.core.samplers._common import Callback, Sampling, make_generator
+from polydiff.core.utils import progress
 
 __all__ = ["sample_ddpm", "sample_euler_maruyama", "sample_pc", "PREDICTORS", "CORRECTORS"]
 
@@ -115,7 +116,7 @@ def sample_ddpm(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
         one_m = -math.expm1(2.0 * (math.log(a_t / a_s) + math.log(s_s / s_t)))
         coefs.append((a_t / a_s * (s_s / s_t) ** 2, a_s * one_m, s_s * math.sqrt(max(one_m, 0.0))))
     z = s.z
-    for i in progress(s.steps, disable):
+    for i in progress(s.steps, disable=disable):
         z0, _ = s.denoise(z, i)
         c_z, c_0, std = coefs[i]
         z = c_z * z + c_0 * z0
@@ -140,7 +141,7 @@ def sample_euler_maruyama(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
     grid, mode = _Grid(s), _final_mode(denoise_final)
     gen = make_generator(generator, seed, x.device)
     z = s.z
-    for i in progress(s.steps, disable):
+    for i in progress(s.steps, disable=disable):
         z0, eps = s.denoise(z, i)
         z = _em_step(s, grid, z, eps, i, gen, noise=not (i == s.steps - 1 and mode != "none"),
                      probability_flow=False)
@@ -256,7 +257,7 @@ def sample_pc(denoiser: Denoiser, x: Tensor, ts: Tensor, *, cond: dict[str, Any]
     gen = make_generator(generator, seed, x.device)
     n_corr = corrector_steps if corrector != "none" else 0
     z = s.z
-    for i in progress(s.steps, disable):
+    for i in progress(s.steps, disable=disable):
         z0 = None
         for _ in range(n_corr):
             z, z0 = _correct(s, grid, z, i, gen, corrector, snr)

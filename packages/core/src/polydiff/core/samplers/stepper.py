@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, overload
 import torch
 from torch import Tensor
 
-from polydiff.core.samplers._common import Sampling, progress
+from polydiff.core.samplers._common import Sampling
+from polydiff.core.utils import progress
 
 if TYPE_CHECKING:
     from polydiff.core.samplers.unipc import UniPCStep
@@ -195,7 +196,7 @@ def run_stepper(s: Sampling, stepper: Stepper, disable: bool | None = None,
     """
     z = s.z
     step, denoise, report = stepper.step, s.denoise, s.report
-    for i in progress(s.steps, disable):
+    for i in progress(s.steps, disable=disable):
         z0, eps = denoise(z, i)
         z = step(i, z, z0, eps, generator)
         report(i, z, z0)

@@ -38,8 +38,9 @@ import torch
 from torch import Tensor
 
 from polydiff.core.denoiser import Denoiser
-from polydiff.core.samplers._common import Callback, Sampling, progress
+from polydiff.core.samplers._common import Callback, Sampling
 from polydiff.core.samplers.stepper import UniPCStepper
+from polydiff.core.utils import progress
 
 __all__ = ["UniPCStep", "unipc_coefficients", "unipc_stepper", "sample_unipc", "phi"]
 
@@ -214,7 +215,7 @@ def sample_unipc(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
     stepper = unipc_stepper(s.alphas, s.sigmas, order, variant, lower_order_final,
                             disable_corrector)
     z = s.z
-    for i in progress(s.steps, disable):  # (the callback sees the corrected state at t_i)
+    for i in progress(s.steps, disable=disable):  # (the callback sees the corrected state at t_i)
         m, _ = s.denoise(z, i)
         z = stepper.correct(i, z, m)
         s.report(i, z, m)

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from polydiff.core.utils import atomic_path, atomic_write
+
 __all__ = [
-    "atomic_write", "save_checkpoint", "latest_checkpoint", "load_checkpoint", "load_weights",
+    "save_checkpoint", "latest_checkpoint", "load_checkpoint", "load_weights",
     "prune_checkpoints", "checkpoint_name", "checkpoint_metadata",
 ]
 
@@ -43,44 +44,6 @@ _NAME = re.compile(r"^ckpt-(\d{8})$")
 def checkpoint_name(step: int) -> str:
     """``ckpt-NNNNNNNN`` for ``step``."""
     return f"ckpt-{int(step):08d}"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Create ``path`` atomically: ``write(tmp)`` fills a temporary file beside it, which is
-    fsync-ed and renamed over ``path``. On any error the temporary file is removed and
-    ``path`` is untouched."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _write_text(text: str) -> Callable[[Path], None]:
-    def write(p: Path) -> None:
-        p.write_text(text)
-    return write
 
 
 def _plain_tensors(prefix: str, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -118,10 +81,12 @@ def save_checkpoint(directory: str | Path, step: int, model_state: Mapping[str, 
     meta = {"format": "polydiff-train-1", "step": str(int(step))}
     meta.update(metadata or {})
     weights = directory / f"{name}.safetensors"
-    atomic_write(weights, lambda p: save_file(tensors, str(p), metadata=meta))
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     state = dict(train_state, step=int(step))
-    atomic_write(directory / f"{name}.pt", lambda p: torch.save(state, p))
-    atomic_write(directory / LATEST, _write_text(name + "\n"))  # the commit point
+    with atomic_path(directory / f"{name}.pt") as tmp:
+        torch.save(state, tmp)
+    atomic_write(directory / LATEST, name + "\n")  # the commit point
     if keep_last is not None:
         prune_checkpoints(directory, keep_last)
     return weights

@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -71,6 +70,7 @@ from polydiff.core.training.fsdp import (
     shard_module,
 )
 from polydiff.core.training.rundir import RunDir, next_run_dir
+from polydiff.core.utils import quiet
 
 __all__ = ["Trainer", "as_objective"]
 
@@ -126,10 +126,6 @@ def _to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, list | tuple):
         return type(obj)(_to_device(v, device) for v in obj)
     return obj
-
-
-def _quiet() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 class Trainer:
@@ -396,7 +392,7 @@ class Trainer:
             self.run.truncate_stats(self.step)
             self._log(f"training {cfg.steps} steps from step {self.step} on {self.device} "
                       f"(world size {self.world_size}) in {self.run_dir}")
-        disable = not (cfg.progress and self.rank == 0) or _quiet()
+        disable = not (cfg.progress and self.rank == 0) or quiet()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=cfg.desc, dynamic_ncols=True,
                    disable=True if disable else None)
         t0, window = time.perf_counter(), _Window()

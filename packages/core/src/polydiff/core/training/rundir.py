@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from polydiff.core.training.checkpoint import atomic_write
+from polydiff.core.utils import atomic_write
 
 __all__ = ["next_run_dir", "read_stats", "RunDir"]
 
@@ -89,7 +89,7 @@ class RunDir:
     def write_config(self, config: dict[str, Any]) -> Path:
         """Write ``config.json`` atomically."""
         text = json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
-        return atomic_write(self.path / "config.json", lambda p: p.write_text(text))
+        return atomic_write(self.path / "config.json", text)
 
     def append_stats(self, record: dict[str, Any]) -> None:
         """Append one JSON line to ``stats.jsonl`` and flush it."""
@@ -112,7 +112,7 @@ class RunDir:
                 continue
             if int(rec.get("step", 0)) <= after_step:
                 kept.append(line + "\n")
-        atomic_write(self.stats_path, lambda p: p.write_text("".join(kept)))
+        atomic_write(self.stats_path, "".join(kept))
 
     def read_stats(self) -> list[dict[str, Any]]:
         """All records of ``stats.jsonl`` (torn lines skipped)."""

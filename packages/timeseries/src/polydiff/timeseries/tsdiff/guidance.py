@@ -49,12 +49,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polydiff.core._utils import append_dims
 from polydiff.core.denoiser import Denoiser
 from polydiff.core.grids import time_grid
 from polydiff.core.guidance import GradientGuidance
 from polydiff.core.processes.gaussian import GaussianProcess
 from polydiff.core.samplers import sample_ddim, sample_ddpm
+from polydiff.core.shapes import append_dims
 
 __all__ = ["GUIDANCE_KINDS", "SAMPLERS", "observation_energy", "guided_denoiser", "forecast",
            "observation_mask", "sample_quantile_levels", "default_grid", "as_series",

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polydiff.core._utils import append_dims
 from polydiff.core.denoiser import Denoiser
+from polydiff.core.shapes import append_dims
 from polydiff.timeseries.tsdiff.guidance import (
     as_series,
     mean_scale,

@@ -1,4 +1,4 @@
-"""Small shape and dtype helpers shared by the whole engine.
+"""Shape and dtype helpers shared by the whole engine (public: every package may use them).
 
 Nothing here assumes images: a batch is ``(B, ...)`` of any trailing shape.
 """
@@ -14,7 +14,7 @@ __all__ = ["append_dims", "as_time", "compact_time", "schedule_dtype", "time_ten
 def append_dims(v: Tensor, x: Tensor) -> Tensor:
     """Broadcast a per-sample quantity ``v`` of shape ``(B,)`` (or ``()``) against ``x`` (B, ...).
 
-    The one broadcasting helper of polydiff (BLUEPRINT principle 1): ``v`` gains trailing
+    The one broadcasting helper of polydiff (the engine is shape-agnostic): ``v`` gains trailing
     singleton dimensions until it has ``x.ndim`` dimensions, and is cast to ``x``'s dtype
     (real part dtype for complex ``x``) and device.
     """
