@@ -436,3 +436,32 @@ def test_utils_is_stdlib_only():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == ""
+
+
+def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
+    from polydiff.core.utils import cache_dir
+
+    monkeypatch.setenv("POLYDIFF_CACHE", str(tmp_path / "pc"))
+    assert cache_dir("speech") == tmp_path / "pc" / "speech"
+    monkeypatch.delenv("POLYDIFF_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir("a", "b") == tmp_path / "xdg" / "polydiff" / "a" / "b"
+
+
+def test_fetch_debian_package_reuses_the_cache_and_names_bad_input(tmp_path, monkeypatch):
+    """A completed package folder is reused without running apt-get; a bad name or a missing
+    apt-get is one clear error (no network here: apt-get is never reached)."""
+    import pytest
+
+    from polydiff.core import utils
+
+    done = tmp_path / "some-pkg"
+    (done / "usr").mkdir(parents=True)
+    (done / ".complete").write_text("x\n")
+    monkeypatch.setattr(utils.shutil, "which", lambda tool: None)
+    assert utils.fetch_debian_package("some-pkg", root=tmp_path) == done
+    with pytest.raises(utils.MissingDependencyError, match="apt-get"):
+        utils.fetch_debian_package("other-pkg", root=tmp_path)
+    with pytest.raises(ValueError, match="not a Debian package name"):
+        utils.fetch_debian_package("../etc", root=tmp_path)
+    assert not (tmp_path / "other-pkg").exists()

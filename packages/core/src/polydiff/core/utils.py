@@ -3,6 +3,8 @@
 * files: :func:`atomic_path` and :func:`atomic_write` (a temporary file beside the target,
   fsync-ed and renamed over it; the result carries the user's umask permissions like any
   other file), :func:`atomic_dir` (the same for a whole folder);
+* the cache: :func:`cache_dir` (``$POLYDIFF_CACHE`` or ``~/.cache/polydiff``) and
+  :func:`fetch_debian_package` (a Debian package's files, fetched once into the cache);
 * progress: :func:`quiet` (one rule for every progress bar) and :func:`progress`;
 * text: :func:`one_line` (collapse whitespace for one-line error messages);
 * errors: :class:`MissingDependencyError` (an optional extra is not installed; apps report
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -25,8 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["MissingDependencyError", "atomic_dir", "atomic_path", "atomic_write", "file_mode",
-           "one_line", "progress", "quiet"]
+__all__ = ["MissingDependencyError", "atomic_dir", "atomic_path", "atomic_write", "cache_dir",
+           "fetch_debian_package", "file_mode", "one_line", "progress", "quiet"]
 
 T = TypeVar("T")
 
@@ -144,3 +148,60 @@ def progress(iterable: Iterable[T] | int, total: int | None = None, desc: str | 
         total, iterable = iterable, range(iterable)
     return iter(tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
                      disable=quiet() if disable is None else disable, file=sys.stderr))
+
+
+# ----------------------------------------------------------------------------- the cache
+def cache_dir(*parts: str) -> Path:
+    """polydiff's cache folder joined with ``parts``: ``$POLYDIFF_CACHE``, else
+    ``$XDG_CACHE_HOME/polydiff``, else ``~/.cache/polydiff``. Not created here."""
+    if os.environ.get("POLYDIFF_CACHE"):
+        base = Path(os.environ["POLYDIFF_CACHE"]).expanduser()
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+        base = base / "polydiff"
+    return base.joinpath(*parts)
+
+
+_DEB_NAME = re.compile(r"^[a-z0-9][a-z0-9.+-]+$")
+
+
+def fetch_debian_package(name: str, *, root: str | os.PathLike[str] | None = None,
+                         timeout: float = 600.0) -> Path:
+    """The unpacked files of Debian package ``name`` (the folder holding its ``usr/``), fetched
+    once with ``apt-get download`` and unpacked with ``dpkg -x`` (no root install) into
+    ``root`` (default ``cache_dir("debian")``), then reused offline.
+
+    Only benchmarks, demos and corpus builders call this; tests never do. Raises
+    :class:`MissingDependencyError` (one line) when ``apt-get``/``dpkg`` are missing or the
+    package cannot be fetched (offline, unknown name).
+    """
+    if not _DEB_NAME.match(name):
+        raise ValueError(f"not a Debian package name: {name!r}")
+    dest = Path(root) if root is not None else cache_dir("debian")
+    dest = dest / name
+    if (dest / ".complete").is_file():
+        return dest
+    for tool in ("apt-get", "dpkg"):
+        if shutil.which(tool) is None:
+            raise MissingDependencyError(
+                f"fetching the Debian package {name!r} needs '{tool}' (a Debian-based system); "
+                f"or unpack it yourself into {dest}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=dest.parent) as work:
+        try:
+            subprocess.run(["apt-get", "download", "-q", name], cwd=work, check=True,
+                           capture_output=True, text=True, timeout=timeout)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+            detail = one_line(getattr(e, "stderr", "") or "")[-300:]
+            raise MissingDependencyError(
+                f"could not fetch the Debian package {name!r} with apt-get download "
+                f"(offline, or unknown package?): {detail or e}") from None
+        debs = sorted(Path(work).glob("*.deb"))
+        if not debs:
+            raise MissingDependencyError(f"apt-get download {name} produced no .deb file")
+        with atomic_dir(dest) as tmp:
+            for deb in debs:
+                subprocess.run(["dpkg", "-x", str(deb), str(tmp)], check=True,
+                               capture_output=True, timeout=timeout)
+            (tmp / ".complete").write_text(debs[0].name + "\n", encoding="utf-8")
+    return dest

@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from polydiff.core.utils import cache_dir as polydiff_cache_dir
 from polydiff.speech.espeak import (  # re-exported
     _LOCK,
     EspeakError,
@@ -532,10 +533,7 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
 def cache_root() -> Path:
     """``$POLYDIFF_CACHE/speech``, else ``$XDG_CACHE_HOME/polydiff/speech``, else
     ``~/.cache/polydiff/speech``."""
-    if os.environ.get("POLYDIFF_CACHE"):
-        return Path(os.environ["POLYDIFF_CACHE"]).expanduser() / "speech"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "polydiff" / "speech"
+    return polydiff_cache_dir("speech")
 
 
 def cached_corpus(spec: CorpusSpec | None = None, *,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -50,10 +49,9 @@ FULL = ExperimentSettings(n_train=64, n_test=6, seconds=(1.5, 2.5), steps=300,
 def demo_cache_root() -> Path:
     """``$POLYDIFF_CACHE/sgmse-demo``, else ``$XDG_CACHE_HOME/polydiff/sgmse-demo``, else
     ``~/.cache/polydiff/sgmse-demo``."""
-    if os.environ.get("POLYDIFF_CACHE"):
-        return Path(os.environ["POLYDIFF_CACHE"]).expanduser() / "sgmse-demo"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "polydiff" / "sgmse-demo"
+    from polydiff.core.utils import cache_dir
+
+    return cache_dir("sgmse-demo")
 
 
 def _stft(wave: Any, n_fft: int, hop: int) -> Any:
