@@ -1,4 +1,4 @@
-"""The denoiser protocol (BLUEPRINT principle 3): samplers see a denoiser, never a raw network.
+"""The denoiser protocol: samplers see a denoiser, never a raw network.
 
 A :class:`Denoiser` knows its forward process and answers ``x0_eps(x, t, **cond)`` with the
 pair (clean-data estimate, noise estimate) at per-sample time ``t`` (shape ``(B,)``, float64

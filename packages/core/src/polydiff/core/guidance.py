@@ -1,4 +1,4 @@
-"""Guidance as denoiser transforms (BLUEPRINT principle 3): each class wraps a
+"""Guidance as denoiser transforms: each class wraps a
 :class:`~polydiff.core.denoiser.Denoiser` and is one, with the same process, so every sampler
 takes guided denoisers unchanged.
 

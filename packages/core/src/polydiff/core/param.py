@@ -1,4 +1,4 @@
-"""Parameterizations and every conversion between them, in one place (BLUEPRINT principle 3).
+"""Parameterizations and every conversion between them, in one place.
 
 A network predicts one of (diffusers' ``prediction_type`` names where they exist):
 

@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["MissingDependencyError", "atomic_dir", "atomic_path", "atomic_write", "cache_dir",
            "fetch_debian_package", "file_mode", "one_line", "progress", "quiet"]
@@ -144,9 +144,10 @@ def progress(iterable: Iterable[T] | int, total: int | None = None, desc: str | 
     ``disable=None`` means silent when :func:`quiet`."""
     from tqdm.std import tqdm  # imported here: keeps tqdm off the --help path
 
+    items: Iterable[Any] = iterable if not isinstance(iterable, int) else range(iterable)
     if isinstance(iterable, int):
-        total, iterable = iterable, range(iterable)
-    return iter(tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
+        total = iterable
+    return iter(tqdm(items, total=total, desc=desc, leave=False, dynamic_ncols=True,
                      disable=quiet() if disable is None else disable, file=sys.stderr))
 
 

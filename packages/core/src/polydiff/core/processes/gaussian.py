@@ -1,4 +1,4 @@
-"""Gaussian forward processes, one abstraction (BLUEPRINT principle 2).
+"""Gaussian forward processes, one abstraction (docs/architecture.md).
 
 Every process is written ``x_t = c + alpha(t) (x0 - c) + sigma(t) eps`` with ``eps ~ N(0, I)``
 and an optional centre ``c`` (the condition ``y`` of mean-reverting processes such as SGMSE's

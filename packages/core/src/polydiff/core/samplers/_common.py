@@ -1,6 +1,6 @@
 """What every sampler shares: the call surface, centring, per-sample time and progress.
 
-Every polydiff sampler has the signature (k-diffusion's uniform surface, STYLE.md)::
+Every polydiff sampler has the signature (one uniform surface, as in k-diffusion)::
 
     sample_xxx(denoiser, x, ts, *, cond=None, callback=None, disable=None, **hyper) -> Tensor
 

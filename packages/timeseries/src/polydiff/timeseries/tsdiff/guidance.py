@@ -22,7 +22,7 @@ reference implementation, so the scales ``s`` it tunes (4 for electricity, 8 for
 exchange rate, quantile guidance, DDPM) carry over: mean-squared guidance with scale ``s``
 is a Gaussian observation model with variance ``1 / (2 s)``.
 
-Implementation: guidance is a transform of the denoiser (BLUEPRINT principle 4):
+Implementation: guidance is a transform of the denoiser (docs/architecture.md):
 :func:`guided_denoiser` returns core's :class:`~polydiff.core.guidance.GradientGuidance`
 (``on="x0"``) around an energy from :func:`observation_energy`; :func:`forecast` samples it
 with core's :func:`~polydiff.core.samplers.sample_ddpm` or
