@@ -16,13 +16,18 @@ import pytest
 import torch
 
 from polydiff.cli.digits import (
+    FULL,
     QUICK,
+    STARTER_DIR,
     DigitsDemo,
     _LabelDropout,
     digits_demo,
     frechet_distance,
     load_digits_split,
+    load_starter,
+    rescore,
 )
+from polydiff.cli.main import main
 from polydiff.core.cli import EXTRA_APPS_ENV, App, DemoReport, discover_apps
 
 
@@ -87,7 +92,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoRepor
     """One quick run of the demo (shared by the tests below) and what it printed to stdout."""
     out = tmp_path_factory.mktemp("digits")
     with contextlib.redirect_stdout(io.StringIO()) as stdout:
-        report = digits_demo.demo(out, quick=True)
+        report = digits_demo.demo(out, quick=True, settings=QUICK)  # trains on the spot
     return out, report, stdout.getvalue()
 
 
@@ -128,3 +133,62 @@ def test_quick_samples_beat_the_baselines(quick_run: tuple[Path, DemoReport, str
     assert m["accuracy/heldout_real"] > 0.95
     assert m["accuracy/samples_cfg2"] > 0.6, m
     assert m["accuracy/samples"] > 0.3, m
+
+
+# ----------------------------------------------------------------------------- starter weights
+def test_starter_weights_are_shipped_with_a_manifest() -> None:
+    loaded = load_starter()
+    assert loaded is not None, f"no starter weights in {STARTER_DIR}"
+    denoiser, manifest = loaded
+    assert manifest["train_command"] == "polydiff train-digits -o OUT"
+    assert manifest["settings"]["steps"] == FULL.steps == manifest["steps"]
+    for key in ("commit", "device", "train_seconds", "heldout_metrics", "loss_curve"):
+        assert manifest[key], key
+    size = sum(f.stat().st_size for f in STARTER_DIR.iterdir())
+    assert size < 8_000_000
+    assert manifest["parameters"] == sum(p.numel() for p in denoiser.parameters())
+
+
+def test_starter_weights_rescore_to_their_manifest() -> None:
+    """The shipped weights, re-scored on the held-out digits from the manifest's fixed noise,
+    give the manifest's numbers (and numbers a working model gives)."""
+    denoiser, manifest = load_starter()
+    want = manifest["heldout_metrics"]
+    got = rescore(denoiser, per_class=manifest["rescore_per_class"],
+                  guidance=manifest["settings"]["guidance"])
+    assert set(got) == set(want)
+    for k in got:
+        tol = 0.03 if k.startswith("accuracy") else 0.05 * abs(want[k]) + 0.02
+        assert abs(got[k] - want[k]) <= tol, (k, got[k], want[k])
+    assert got["accuracy/samples_cfg2"] > 0.9 and got["accuracy/samples"] > 0.8, got
+
+
+def test_demo_uses_the_starter_weights(tmp_path: Path) -> None:
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        report = digits_demo.demo(tmp_path, quick=True)
+    assert stdout.getvalue() == ""
+    m = report.metrics
+    assert "starter weights" in m["model"] and not (tmp_path / "train").exists()
+    assert m["train/steps"] == FULL.steps and m["samples"] == 10 * QUICK.per_class
+    assert m["fd_pca20/samples"] < 0.5 * m["fd_pca20/noise_baseline"]
+    assert [p.name for p in report.figures] == ["samples.png", "loss.png"]
+    numeric = [k for k, v in m.items() if not isinstance(v, str)]
+    assert all(report.units.get(k) for k in numeric), [k for k in numeric
+                                                       if not report.units.get(k)]
+
+
+def test_train_digits_command_writes_loadable_starter_and_resumes(tmp_path: Path,
+                                                                   capsys) -> None:
+    out = tmp_path / "out"
+    assert main(["train-digits", "-o", str(out), "--steps", "30", "--json"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["steps"] == 30 and manifest["train_command"].endswith("--steps 30")
+    denoiser, saved = load_starter(out / "starter")
+    assert saved["heldout_metrics"] == manifest["heldout_metrics"]
+    # resume continues the same run to more steps
+    assert main(["train-digits", "-o", str(out), "--steps", "40", "--resume"]) == 0
+    assert load_starter(out / "starter")[1]["steps"] == 40
+    capsys.readouterr()
+    assert main(["train-digits", "-o", str(tmp_path / "none"), "--resume"]) == 2
+    assert "no run to continue" in capsys.readouterr().err
+    assert main(["train-digits", "-o", str(out), "--steps", "0"]) == 2

@@ -194,9 +194,14 @@ class CoreSamplersDemo:
                          xlabel="network evaluations (NFE)",
                          ylabel="RMSE to the exact PF-ODE endpoint", logx=True, logy=True,
                          markers=True, title="convergence on a Gaussian mixture")
+        units = {k: ("data units (RMSE)" if k.startswith("rmse/") else
+                     "convergence order" if k.startswith("order/") else
+                     "points" if k == "samples" else "s")
+                 for k, v in metrics.items() if not isinstance(v, str)}
         return DemoReport(
             title="ODE samplers against the exact probability-flow ODE",
-            metrics=metrics, figures=[scatter, conv], text=_text(n_samples, nfes, errors))
+            metrics=metrics, figures=[scatter, conv], text=_text(n_samples, nfes, errors),
+            units=units)
 
 
 def _text(n_samples: int, nfes: list[int], errors: dict[str, list[float]]) -> str:

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["DigitsDemo", "DigitsSettings", "digits_demo", "frechet_distance", "load_digits_split",
-           "nearest_distance"]
+           "load_starter", "nearest_distance", "rescore", "train_digits", "write_starter"]
 
 NUM_CLASSES = 10
 SAMPLING_STEPS = 10
@@ -199,9 +199,184 @@ def _smooth(values: list[float], half_width: int = 3) -> list[float]:
     return out
 
 
+# ----------------------------------------------------------------------------- training
+STARTER_DIR = Path(__file__).resolve().parent / "starter" / "digits"
+MANIFEST = "manifest.json"
+TRAIN_COMMAND = "polydiff train-digits -o OUT"
+
+
+def _network(s: DigitsSettings) -> Any:
+    from polydiff.core.nn import UNet, UNetConfig
+
+    return UNet(UNetConfig(
+        dims=2, in_channels=1, base_channels=s.base_channels, channel_mults=(1, 2),
+        num_res_blocks=s.num_res_blocks, attention_levels=(1,) if s.attention else (),
+        num_heads=2, mid_attention=True, time_embedding="fourier", time_scale=1.0,
+        scale_shift=True, num_classes=NUM_CLASSES, norm_groups=8))
+
+
+def _denoiser(net: Any, sigma_data: float) -> Any:
+    from polydiff.core.denoiser import EDMDenoiser
+    from polydiff.core.processes import EDM
+
+    return EDMDenoiser(net, EDM(sigma_data=sigma_data), sigma_data=sigma_data)
+
+
+def train_digits(s: DigitsSettings, run_dir: Path, *, resume: bool = False,
+                 ckpt_every: int = 0, extra: dict[str, Any] | None = None
+                 ) -> tuple[Any, float, int]:
+    """Train the digits U-Net with the engine into ``run_dir`` (a fresh run unless
+    ``resume``; checkpoints every ``ckpt_every`` steps, 0 = only at the end). Returns
+    ``(denoiser with the EMA weights, training seconds, steps)``."""
+    import torch
+
+    from polydiff.core.losses import DiffusionLoss
+    from polydiff.core.training import TrainConfig, Trainer
+
+    x_tr, y_tr, _, _ = load_digits_split()
+    sigma_data = float(x_tr.std())
+    with torch.random.fork_rng(devices=[]):  # a seeded initialisation, global RNG kept
+        torch.manual_seed(0)
+        net = _network(s)
+    denoiser = _denoiser(net, sigma_data)
+    loss = DiffusionLoss(denoiser.process, weighting="edm", time_sampling="lognormal",
+                         sigma_data=sigma_data)
+    if run_dir.exists() and not resume:  # never resume a differently sized run by accident
+        shutil.rmtree(run_dir)
+    config = TrainConfig(
+        steps=s.steps, batch_size=s.batch_size, lr=s.lr, lr_warmup=min(100, s.steps // 5),
+        grad_clip=1.0, ema_decay=s.ema_decay, ema_warmup="power", ema_power=0.75,
+        seed=0, log_every=max(1, s.steps // 100), ckpt_every=ckpt_every,
+        keep_last=1, run_dir=str(run_dir), desc="digits", extra=dict(extra or {}))
+    data = _LabelDropout(torch.from_numpy(x_tr), torch.from_numpy(y_tr), s.label_dropout,
+                         seed=0)
+    tic = time.perf_counter()
+    # the engine echoes its log lines to stdout: keep stdout clean (``tour --json``)
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer = Trainer(denoiser, loss, data, config)
+        trainer.fit(resume=resume)
+    train_s = time.perf_counter() - tic
+    if trainer.ema is not None:
+        trainer.ema.copy_to()  # sample with the EMA weights (training is over)
+    denoiser.eval()
+    return denoiser, train_s, int(trainer.step)
+
+
+def _loss_curve(run_dir: Path) -> tuple[list[int], list[float]]:
+    from polydiff.core.training.rundir import read_stats
+
+    stats = read_stats(run_dir)
+    return [int(r["step"]) for r in stats], [float(r["loss"]) for r in stats]
+
+
+def load_starter(directory: Path | None = None) -> tuple[Any, dict[str, Any]] | None:
+    """The shipped starter model (EMA weights) as a denoiser and its manifest, or ``None``
+    when the package carries none."""
+    import json
+
+    from polydiff.core.nn import UNet
+
+    d = Path(directory) if directory is not None else STARTER_DIR
+    if not (d / MANIFEST).is_file():
+        return None
+    manifest = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
+    net = UNet.from_pretrained(d)
+    denoiser = _denoiser(net, float(manifest["sigma_data"]))
+    denoiser.eval()
+    return denoiser, manifest
+
+
+def write_starter(out: Path, s: DigitsSettings | None = None, *, resume: bool = False,
+                  rescore_per_class: int = 20) -> dict[str, Any]:
+    """Train with ``s`` (default :data:`FULL`) into ``out/run`` and write the starter files
+    to ``out/starter``: the U-Net's EMA weights (``save_pretrained``) and ``manifest.json``
+    (command, settings, commit, device, wall time, loss curve and the held-out metrics that
+    :func:`rescore` reproduces). Returns the manifest."""
+    import json
+    import platform
+    import subprocess
+
+    import torch
+
+    from polydiff.core.utils import atomic_dir
+
+    s = s or FULL
+    out = Path(out)
+    denoiser, train_s, steps = train_digits(s, out / "run", resume=resume, ckpt_every=500,
+                                            extra={"starter": "digits"})
+    steps_logged, losses = _loss_curve(out / "run")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    x_tr = load_digits_split()[0]
+    manifest: dict[str, Any] = {
+        "model": "digits class-conditional U-Net (EDM preconditioning)",
+        "train_command": TRAIN_COMMAND + (f" --steps {s.steps}" if s.steps != FULL.steps
+                                          else ""),
+        "commit": commit or "unknown", "device": f"cpu ({platform.processor() or 'x86_64'}, "
+        f"{torch.get_num_threads()} threads)", "torch": torch.__version__,
+        "train_seconds": round(train_s, 1), "steps": steps,
+        "settings": {k: getattr(s, k) for k in DigitsSettings.__dataclass_fields__},
+        "sigma_data": float(x_tr.std()),
+        "parameters": int(sum(p.numel() for p in denoiser.parameters())),
+        "loss_curve": {"step": steps_logged, "loss": [round(v, 6) for v in losses]},
+        "rescore_per_class": rescore_per_class,
+    }
+    manifest["heldout_metrics"] = rescore(denoiser, per_class=rescore_per_class,
+                                          guidance=s.guidance)
+    with atomic_dir(out / "starter") as tmp:
+        denoiser.model.save_pretrained(tmp)  # an existing folder: the weights go inside
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return manifest
+
+
+def rescore(denoiser: Any, *, per_class: int = 20, guidance: float = 2.0) -> dict[str, float]:
+    """Held-out metrics of a digits model from fixed noise: classifier accuracy of its
+    conditional and guided samples and their Frechet distance to the held-out digits."""
+    import torch
+    from sklearn.decomposition import PCA
+    from sklearn.svm import SVC
+
+    x_tr, y_tr, x_ho, _ = load_digits_split()
+    flat_tr, flat_ho = x_tr.reshape(len(x_tr), -1), x_ho.reshape(len(x_ho), -1)
+    classifier = SVC(C=10.0, gamma="scale").fit(flat_tr, y_tr)
+    pca = PCA(n_components=20, random_state=0).fit(flat_tr)
+    device = next(denoiser.parameters()).device
+    labels = torch.arange(NUM_CLASSES, device=device).repeat_interleave(per_class)
+    want = labels.cpu().numpy()
+    out = {}
+    for name, g in (("samples", 1.0), (f"samples_cfg{guidance:g}", guidance)):
+        x = DigitsDemo._sample(denoiser, labels, g, device).reshape(len(want), -1)
+        out[f"accuracy/{name}"] = float((classifier.predict(x) == want).mean())
+        out[f"fd_pca20/{name}"] = frechet_distance(pca.transform(x), pca.transform(flat_ho))
+    return out
+
+
 # ----------------------------------------------------------------------------- the demo
+UNITS = {"accuracy/": "fraction", "fd_pca20/": "PCA-20 pixel units^2",
+         "memorization/": "ratio", "train/seconds": "s", "sample/seconds": "s",
+         "seconds": "s", "train/steps": "steps", "train/batch_size": "digits",
+         "train/parameters": "parameters", "train/final_loss": "EDM-weighted MSE",
+         "sample/steps": "steps", "samples": "digits"}
+
+
+def _units(metrics: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, str):
+            continue
+        unit = UNITS.get(k) or next((u for p, u in UNITS.items()
+                                     if p.endswith("/") and k.startswith(p)), None)
+        if unit:
+            out[k] = unit
+    return out
+
+
 class DigitsDemo:
-    """Train, sample and judge a class-conditional U-Net on scikit-learn's 8x8 digits."""
+    """Sample and judge a class-conditional U-Net on scikit-learn's 8x8 digits: the shipped
+    starter weights (:data:`STARTER_DIR`), or a model trained on the spot."""
 
     name = "digits"
     summary = ("a small class-conditional U-Net trained on scikit-learn's digits, sampled "
@@ -210,23 +385,37 @@ class DigitsDemo:
 
     def demo(self, out_dir: Path, *, quick: bool = False,
              settings: DigitsSettings | None = None) -> DemoReport:
-        """Train (``QUICK`` or ``FULL`` settings unless ``settings`` is given), sample, write
+        """Load the starter weights (or, when ``settings`` are given or none are shipped,
+        train with ``settings`` / :data:`QUICK` / :data:`FULL`), sample, write
         ``samples.png`` and ``loss.png``, and report the metrics."""
         import numpy as np
         import torch
         from sklearn.decomposition import PCA
         from sklearn.svm import SVC
 
-        from polydiff.core.denoiser import EDMDenoiser
-        from polydiff.core.losses import DiffusionLoss
-        from polydiff.core.nn import UNet, UNetConfig
-        from polydiff.core.processes import EDM
-        from polydiff.core.training import TrainConfig, Trainer
-
-        s = settings or (QUICK if quick else FULL)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         tic = time.perf_counter()
+        starter = load_starter() if settings is None else None
+        if starter is not None:
+            denoiser, manifest = starter
+            s = DigitsSettings(**{**manifest["settings"],
+                                  "per_class": QUICK.per_class if quick else FULL.per_class,
+                                  "grid_columns": QUICK.grid_columns if quick
+                                  else FULL.grid_columns})
+            train_s, steps = float(manifest["train_seconds"]), int(manifest["steps"])
+            steps_logged = manifest["loss_curve"]["step"]
+            losses = manifest["loss_curve"]["loss"]
+            source = (f"starter weights shipped with polydiff-cli (trained by "
+                      f"'{manifest['train_command']}' at commit {manifest['commit']} in "
+                      f"{train_s:.0f} s on {manifest['device']})")
+        else:
+            s = settings or (QUICK if quick else FULL)
+            denoiser, train_s, steps = train_digits(
+                s, out_dir / "train", extra={"demo": "digits", "quick": quick})
+            steps_logged, losses = _loss_curve(out_dir / "train")
+            source = f"trained for this run; run directory {out_dir.name}/train/"
+        device = next(denoiser.parameters()).device
 
         # data, classifier and feature space, all from the training digits
         x_tr, y_tr, x_ho, y_ho = load_digits_split()
@@ -234,40 +423,6 @@ class DigitsDemo:
         classifier = SVC(C=10.0, gamma="scale").fit(flat_tr, y_tr)
         pca = PCA(n_components=20, random_state=0).fit(flat_tr)
         feats_ho = pca.transform(flat_ho)
-        sigma_data = float(x_tr.std())
-
-        # the model and the engine
-        process = EDM(sigma_data=sigma_data)
-        with torch.random.fork_rng(devices=[]):  # a seeded initialisation, global RNG kept
-            torch.manual_seed(0)
-            net = UNet(UNetConfig(
-                dims=2, in_channels=1, base_channels=s.base_channels, channel_mults=(1, 2),
-                num_res_blocks=s.num_res_blocks, attention_levels=(1,) if s.attention else (),
-                num_heads=2, mid_attention=True, time_embedding="fourier", time_scale=1.0,
-                scale_shift=True, num_classes=NUM_CLASSES, norm_groups=8))
-        denoiser = EDMDenoiser(net, process, sigma_data=sigma_data)
-        loss = DiffusionLoss(process, weighting="edm", time_sampling="lognormal",
-                             sigma_data=sigma_data)
-        run_dir = out_dir / "train"
-        if run_dir.exists():  # a fresh run every time: never resume a differently sized one
-            shutil.rmtree(run_dir)
-        config = TrainConfig(
-            steps=s.steps, batch_size=s.batch_size, lr=s.lr, lr_warmup=min(100, s.steps // 5),
-            grad_clip=1.0, ema_decay=s.ema_decay, ema_warmup="power", ema_power=0.75,
-            seed=0, log_every=max(1, s.steps // 100), ckpt_every=0, keep_last=1,
-            run_dir=str(run_dir), desc="digits", extra={"demo": "digits", "quick": quick})
-        data = _LabelDropout(torch.from_numpy(x_tr), torch.from_numpy(y_tr), s.label_dropout,
-                             seed=0)
-        t_train = time.perf_counter()
-        # the engine echoes its log lines to stdout: keep stdout clean (``tour --json``)
-        with contextlib.redirect_stdout(sys.stderr):
-            trainer = Trainer(denoiser, loss, data, config)
-            trainer.fit(resume=False)
-        train_s = time.perf_counter() - t_train
-        if trainer.ema is not None:
-            trainer.ema.copy_to()  # sample with the EMA weights (training is over)
-        denoiser.eval()
-        device = trainer.device
 
         # samples: conditional, guided and unconditional, all from the same noise
         labels = torch.arange(NUM_CLASSES, device=device).repeat_interleave(s.per_class)
@@ -307,20 +462,15 @@ class DigitsDemo:
                 np.median(nearest_distance(cond.reshape(n, -1), flat_tr))
                 / np.median(nearest_distance(flat_ho, flat_tr))),
         }
-        from polydiff.core.training.rundir import read_stats
-
-        stats = read_stats(run_dir)
-        steps_logged = [int(r["step"]) for r in stats]
-        losses = [float(r["loss"]) for r in stats]
         tail = losses[-max(1, len(losses) // 10):]
         metrics.update({
-            "train/steps": float(trainer.step), "train/batch_size": float(s.batch_size),
-            "train/parameters": float(sum(p.numel() for p in net.parameters())),
+            "train/steps": float(steps), "train/batch_size": float(s.batch_size),
+            "train/parameters": float(sum(p.numel() for p in denoiser.parameters())),
             "train/final_loss": float(np.mean(tail)) if tail else math.nan,
             "train/seconds": train_s, "sample/seconds": sample_s,
             "sample/steps": float(SAMPLING_STEPS), "samples": float(n),
             "seconds": time.perf_counter() - tic, "device": str(device),
-            "process": "EDM", "sampler": "dpmpp_2m",
+            "process": "EDM", "sampler": "dpmpp_2m", "model": source,
         })
 
         rows = [guided[want == k][:s.grid_columns] for k in range(NUM_CLASSES)]
@@ -336,7 +486,8 @@ class DigitsDemo:
                 xlabel="training step", ylabel="EDM-weighted loss", logy=True,
                 title="digits U-Net: training loss"))
         return DemoReport(title="A class-conditional U-Net on scikit-learn's digits",
-                          metrics=metrics, figures=figures, text=_text(s, metrics, run_dir))
+                          metrics=metrics, figures=figures, text=_text(s, metrics, source),
+                          units=_units(metrics))
 
     @staticmethod
     def _sample(denoiser: Any, labels: torch.Tensor, guidance: float,
@@ -357,11 +508,12 @@ class DigitsDemo:
         model = denoiser if guidance == 1.0 else ClassifierFreeGuidance(
             denoiser, guidance,
             uncond=lambda c: {**c, "class_labels": torch.full_like(c["class_labels"], -1)})
-        out = sample_dpmpp_2m(model, x, ts, cond={"class_labels": labels}, disable=True)
+        with torch.no_grad():
+            out = sample_dpmpp_2m(model, x, ts, cond={"class_labels": labels}, disable=True)
         return out.clamp(-1.0, 1.0).float().cpu().numpy()
 
 
-def _text(s: DigitsSettings, m: dict[str, float | str], run_dir: Path) -> str:
+def _text(s: DigitsSettings, m: dict[str, float | str], source: str) -> str:
     g = f"{s.guidance:g}"
     return "\n".join([
         f"Data: scikit-learn's 1797 8x8 digits in [-1, 1], {int(m['samples'])} generated per "
@@ -369,8 +521,7 @@ def _text(s: DigitsSettings, m: dict[str, float | str], run_dir: Path) -> str:
         f"Model: a 2-level U-Net ({int(m['train/parameters'])} parameters, label embedding "
         "with a null class) in EDM's preconditioning, trained by the polydiff engine for "
         f"{s.steps} steps of {s.batch_size} digits (AdamW, lr {s.lr:g}, EMA {s.ema_decay:g}, "
-        f"{s.label_dropout:.0%} of labels dropped) in {m['train/seconds']:.0f} s on "
-        f"{m['device']}; run directory {run_dir.name}/.",
+        f"{s.label_dropout:.0%} of labels dropped) in {m['train/seconds']:.0f} s: {source}.",
         f"Sampling: DPM-Solver++(2M), {SAMPLING_STEPS} steps on EDM's rho=7 grid ending at "
         f"sigma=0; conditional (scale 1), guided (CFG scale {g}) and unconditional.",
         "",

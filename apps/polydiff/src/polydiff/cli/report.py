@@ -51,6 +51,7 @@ class DemoResult:
             "summary": self.summary, "distribution": self.distribution,
             "version": self.version, "wall_s": round(self.wall_s, 3),
             "out_dir": str(self.out_dir), "metrics": dict(rep.metrics) if rep else {},
+            "units": dict(getattr(rep, "units", {}) or {}) if rep else {},
             "figures": [str(p) for p in rep.figures] if rep else [],
             "audio": [str(p) for p in rep.audio] if rep else [],
             "warnings": list(self.warnings), "error": self.error,
@@ -169,12 +170,13 @@ def _section(res: DemoResult) -> str:
             out.append(f'<div class="text">{e(rep.text.strip())}</div>')
         if rep.metrics:
             rows = []
+            units = getattr(rep, "units", None) or {}
             for k, v in rep.metrics.items():
                 shown, full = _fmt(v)
                 rows.append(f'<tr><td>{e(str(k))}</td><td class="num" title="{e(full)}">'
-                            f"{e(shown)}</td></tr>")
-            out.append('<table class="metrics"><tr><th>metric</th><th>value</th></tr>'
-                       + "".join(rows) + "</table>")
+                            f'{e(shown)}</td><td class="unit">{e(units.get(k, ""))}</td></tr>')
+            out.append('<table class="metrics"><tr><th>metric</th><th>value</th><th>unit</th>'
+                       "</tr>" + "".join(rows) + "</table>")
         out.extend(_media([Path(p) for p in rep.figures], "figure", warnings))
         out.extend(_media([Path(p) for p in rep.audio], "audio", warnings))
     if warnings:

@@ -173,13 +173,16 @@ def emit(result: Mapping[str, Any], as_json: bool, *, file: IO[str] | None = Non
 @dataclass
 class DemoReport:
     """What an app's demo hands to ``polydiff tour``: numbers, PNG figures, WAV audio, prose
-    (relative paths are taken relative to the demo's output folder)."""
+    (relative paths are taken relative to the demo's output folder). ``units`` maps a metric
+    name to its unit (``"s"``, ``"dB"``, ``"fraction"``, ``"ratio"``, ...); the report shows
+    it beside the value, and every numeric metric should have one."""
 
     title: str
     metrics: dict[str, float | str] = field(default_factory=dict)
     figures: list[Path] = field(default_factory=list)
     audio: list[Path] = field(default_factory=list)
     text: str = ""
+    units: dict[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable
