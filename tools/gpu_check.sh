@@ -3,11 +3,13 @@
 # eat the next one's time) and write their log / JSON into $GPU_CHECK_OUT as soon as they end:
 #
 #   stage        limit (s)                       writes into $GPU_CHECK_OUT
-#   wheels       GPU_CHECK_WHEELS_S=120          (installs .whl/* into a scratch site dir)
+#   wheels       GPU_CHECK_WHEELS_S=120          (installs .whl/* into a scratch site dir;
+#                                                GPU_CHECK_WHEEL_DIR, GPU_CHECK_SITE move them)
 #   cuda_tests   GPU_CHECK_TESTS_S=75            cuda_tests.log
 #   graphs       GPU_CHECK_GRAPHS_S=45           gpu_graphs.json  (MLP: graph replay vs eager)
 #   train_step   GPU_CHECK_TRAIN_STEP_S=190      train_step.json, train_step.log
-#                (the bench's own --deadline; `timeout` kills it 20 s later)
+#                (the bench's own --deadline, from its start; `timeout` kills it
+#                GPU_CHECK_TRAIN_STEP_GRACE_S=20 s later)
 #   sgmse        GPU_CHECK_SGMSE_SMOKE_S=150 + GPU_CHECK_SGMSE_S=540   sgmse_gpu.json, sgmse.log
 #   summary      -                               gpu_check_summary.json (rc, seconds per stage)
 #
@@ -86,23 +88,24 @@ install_wheels() {  # install_wheels SITE LIMIT_S (each command under its own ti
   local site="$1" limit="$2" built=/tmp/polydiff-built sdist rc=0
   mkdir -p "$site" "$built"
   if [[ "$BENCH" == *,sgmse,* ]]; then
-    for sdist in "$ROOT"/.whl/*.tar.gz; do
+    for sdist in "$WHEELS"/*.tar.gz; do
       [[ -e "$sdist" ]] || continue
       timeout -k 10 "$limit" "$PYTHON" "$ROOT/tools/build_sdist.py" "$sdist" -o "$built" \
         || { echo "gpu_check: could not build $(basename "$sdist")" >&2; rc=1; }
     done
   fi
   local wheels=()
-  mapfile -t wheels < <(compgen -G "$ROOT/.whl/*.whl"; compgen -G "$built/*.whl")
+  mapfile -t wheels < <(compgen -G "$WHEELS/*.whl"; compgen -G "$built/*.whl")
   if (( ${#wheels[@]} )); then
     timeout -k 10 "$limit" "$PYTHON" -m pip install -q --no-index --no-deps --no-compile \
       --no-cache-dir --upgrade --target "$site" "${wheels[@]}" || rc=1
   fi
   return "$rc"
 }
-if compgen -G "$ROOT/.whl/*" > /dev/null; then
+WHEELS="${GPU_CHECK_WHEEL_DIR:-$ROOT/.whl}"
+if compgen -G "$WHEELS/*" > /dev/null; then
   SITE="${GPU_CHECK_SITE:-/tmp/polydiff-site}"
-  echo "== [wheels] .whl/* into $SITE =="
+  echo "== [wheels] $WHEELS/* into $SITE =="
   t_wheels=$SECONDS
   install_wheels "$SITE" "${GPU_CHECK_WHEELS_S:-120}"
   record_stage wheels $? "$t_wheels" "${GPU_CHECK_WHEELS_S:-120}"
@@ -188,7 +191,7 @@ elif ! "$PYTHON" -c "import diffusers" 2> /dev/null; then
 else
   limit="${GPU_CHECK_TRAIN_STEP_S:-190}"
   read -r -a ts_args <<< "${GPU_CHECK_TRAIN_STEP_ARGS:---configs cifar10 --cache-probe}"
-  run_stage train_step "$((limit + 20))" "$(out_file train_step.log)" \
+  run_stage train_step "$((limit + ${GPU_CHECK_TRAIN_STEP_GRACE_S:-20}))" "$(out_file train_step.log)" \
     "$PYTHON" tools/bench/train_step.py "${ts_args[@]}" --deadline "$limit" \
     ${OUT:+--out "$OUT/train_step.json"}
 fi

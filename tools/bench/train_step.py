@@ -124,6 +124,17 @@ TRAIN_CHECK = {"loss_rel": 1e-3, "update_rel": 5e-2, "grad_vs_dropout_spread": 1
 
 
 # --------------------------------------------------------------------------- time limit
+def process_age() -> float:
+    """Seconds since this process started (Linux ``/proc``; 0 where unavailable), so that a
+    time limit also covers the imports."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 class Deadline(BaseException):
     """The run's time limit passed (a BaseException: no ``except Exception`` swallows it)."""
 
@@ -132,8 +143,8 @@ class Clock:
     """Seconds left before ``--deadline`` (infinite without one); a timer signal raises
     :class:`Deadline` at the limit even inside a long part (compilation, a timing round)."""
 
-    def __init__(self, limit: float | None):
-        self.t0, self.limit = time.monotonic(), limit
+    def __init__(self, limit: float | None, t0: float | None = None):
+        self.t0, self.limit = time.monotonic() if t0 is None else t0, limit
         self._previous: dict[int, Any] = {}
 
     def elapsed(self) -> float:
@@ -151,7 +162,7 @@ class Clock:
             self._previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, stop)
             # re-fires every 2 s until disarmed: a Deadline turned into another error by
             # some cleanup (e.g. an interrupted graph capture) is raised again
-            signal.setitimer(signal.ITIMER_REAL, max(self.limit, 1e-3), 2.0)
+            signal.setitimer(signal.ITIMER_REAL, max(self.left(), 1e-3), 2.0)
 
     def disarm(self) -> None:
         if self.limit is not None and hasattr(signal, "setitimer"):
@@ -336,6 +347,7 @@ class Inputs:
     x0: torch.Tensor  # training "data"
     noise: torch.Tensor  # the sampling start
     init: dict[str, torch.Tensor]  # polydiff weights (diffusers' initialisation, copied)
+    backend: str = "inductor"  # torch.compile backend (aot_eager: a fast CPU test of tracing)
 
 
 def diffusers_variants(diffusers: Any, unet: Any, inp: Inputs) -> list[Variant]:
@@ -399,9 +411,11 @@ class PolydiffBuilder:
         """``net`` compiled per ``--compile-scope`` (in place for regions); notes."""
         if not self.compile_:
             return net, []
+        backend = self.inp.backend
         if self.scope == "whole":
-            return maybe_compile(net, dynamic=False), ["maybe_compile(whole network)"]
-        self.compiled_regions = compile_regions(net, REGIONS, dynamic=False)
+            return (maybe_compile(net, dynamic=False, backend=backend),
+                    ["maybe_compile(whole network)"])
+        self.compiled_regions = compile_regions(net, REGIONS, dynamic=False, backend=backend)
         return net, [f"compile_regions({len(self.compiled_regions)} blocks)"]
 
     def denoiser(self, model: Any) -> ModelDenoiser:
@@ -775,7 +789,7 @@ def run_config(diffusers: Any, spec: Spec, device: torch.device, args: argparse.
             unet_state_dict_from_diffusers(unet.state_dict(), levels).items()}
     x0 = torch.rand(spec.train_batch, *spec.image, generator=gen).mul(2).sub(1).to(device)
     noise = torch.randn(spec.sample_batch, *spec.image, generator=gen).to(device)
-    inp = Inputs(spec, device, x0, noise, init)
+    inp = Inputs(spec, device, x0, noise, init, args.compile_backend)
     builder = PolydiffBuilder(inp, args.compile_, args.compile_scope)
     d_fp32, d_bf16 = diffusers_variants(diffusers, unet, inp)
     cfg: dict[str, Any] = res["configs"].setdefault(spec.name, {})
@@ -1008,8 +1022,8 @@ def warmup_only(spec: Spec, device: torch.device, args: argparse.Namespace) -> d
     init = unet_state_dict_from_diffusers(unet.state_dict(), levels)
     x0 = torch.rand(spec.train_batch, *spec.image, generator=gen).mul(2).sub(1).to(device)
     noise = torch.randn(spec.sample_batch, *spec.image, generator=gen).to(device)
-    builder = PolydiffBuilder(Inputs(spec, device, x0, noise, init), args.compile_,
-                              args.compile_scope)
+    builder = PolydiffBuilder(Inputs(spec, device, x0, noise, init, args.compile_backend),
+                              args.compile_, args.compile_scope)
     v = builder.opt()
     warm(v, device, lambda m: print(m, file=sys.stderr, flush=True))
     return {"config": spec.name, "error": v.error,
@@ -1021,7 +1035,8 @@ def cache_probe(name: str, args: argparse.Namespace, clock: Clock) -> dict[str, 
     cache (what a second run on the same machine pays)."""
     budget = min(clock.left() - 5, 2 * args.probe_s)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--warmup-only", "--configs", name,
-           "--compile", args.compile, "--compile-scope", args.compile_scope]
+           "--compile", args.compile, "--compile-scope", args.compile_scope,
+           "--compile-backend", args.compile_backend]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget,
@@ -1045,13 +1060,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="compile polydiff_opt's network (auto: on CUDA only)")
     ap.add_argument("--compile-scope", choices=("regions", "whole"), default="regions",
                     help="regional compilation of the blocks (default) or the whole network")
+    ap.add_argument("--compile-backend", default="inductor",
+                    help="torch.compile backend (aot_eager checks tracing and recompiles "
+                         "quickly on a CPU)")
     ap.add_argument("--cpu-cifar-batch", type=int, default=8)
     ap.add_argument("--configs", default=None,
                     help="comma-separated (default: digits,cifar10; with --quick: digits)")
     ap.add_argument("--out", type=Path, default=None,
                     help="also write the JSON here (rewritten after every part)")
     ap.add_argument("--deadline", type=float, default=None,
-                    help="stop after this many seconds and print what was measured")
+                    help="stop this many seconds after the process started and print what "
+                         "was measured")
     ap.add_argument("--reserve-s", type=float, default=20.0,
                     help="seconds kept for the checks when rounds are cut by --deadline")
     ap.add_argument("--fp32", choices=("auto", "on", "off"), default="auto",
@@ -1087,7 +1106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(warmup_only(chosen[0], device, args)))
         return 0
     t0 = time.time()
-    clock = Clock(args.deadline)
+    clock = Clock(args.deadline, time.monotonic() - process_age())
     res: dict[str, Any] = {"device": device_info(device), "compile": args.compile_,
                            "compile_scope": args.compile_scope, "quick": args.quick,
                            "deadline_s": args.deadline, "complete": False, "configs": {},
