@@ -3,13 +3,13 @@
 # eat the next one's time) and write their log / JSON into $GPU_CHECK_OUT as soon as they end:
 #
 #   stage        limit (s)                       writes into $GPU_CHECK_OUT
-#   wheels       GPU_CHECK_WHEELS_S=120          (installs .whl/* into a scratch site dir;
+#   wheels       GPU_CHECK_WHEELS_S=60           (installs .whl/* into a scratch site dir;
 #                                                GPU_CHECK_WHEEL_DIR, GPU_CHECK_SITE move them)
 #   cuda_tests   GPU_CHECK_TESTS_S=75            cuda_tests.log
-#   graphs       GPU_CHECK_GRAPHS_S=45           gpu_graphs.json  (MLP: graph replay vs eager)
+#   graphs       GPU_CHECK_GRAPHS_S=30           gpu_graphs.json  (MLP: graph replay vs eager)
 #   train_step   GPU_CHECK_TRAIN_STEP_S=190      train_step.json, train_step.log
 #                (the bench's own --deadline, from its start; `timeout` kills it
-#                GPU_CHECK_TRAIN_STEP_GRACE_S=20 s later)
+#                GPU_CHECK_TRAIN_STEP_GRACE_S=15 s later)
 #   sgmse        GPU_CHECK_SGMSE_SMOKE_S=150 + GPU_CHECK_SGMSE_S=540   sgmse_gpu.json, sgmse.log
 #   summary      -                               gpu_check_summary.json (rc, seconds per stage)
 #
@@ -107,8 +107,8 @@ if compgen -G "$WHEELS/*" > /dev/null; then
   SITE="${GPU_CHECK_SITE:-/tmp/polydiff-site}"
   echo "== [wheels] $WHEELS/* into $SITE =="
   t_wheels=$SECONDS
-  install_wheels "$SITE" "${GPU_CHECK_WHEELS_S:-120}"
-  record_stage wheels $? "$t_wheels" "${GPU_CHECK_WHEELS_S:-120}"
+  install_wheels "$SITE" "${GPU_CHECK_WHEELS_S:-60}"
+  record_stage wheels $? "$t_wheels" "${GPU_CHECK_WHEELS_S:-60}"
   export PYTHONPATH="$PYTHONPATH:$SITE"
 fi
 
@@ -125,7 +125,7 @@ else
 fi
 
 # 2. CUDA graph replay vs eager launches of a small MLP step and a 32-step loop
-run_stage graphs "${GPU_CHECK_GRAPHS_S:-45}" /dev/null "$PYTHON" - <<'PY'
+run_stage graphs "${GPU_CHECK_GRAPHS_S:-30}" /dev/null "$PYTHON" - <<'PY'
 """Time one small-MLP sampling step and a 32-step loop, eager vs CUDA-graph replay."""
 import json
 import os
@@ -191,7 +191,7 @@ elif ! "$PYTHON" -c "import diffusers" 2> /dev/null; then
 else
   limit="${GPU_CHECK_TRAIN_STEP_S:-190}"
   read -r -a ts_args <<< "${GPU_CHECK_TRAIN_STEP_ARGS:---configs cifar10 --cache-probe}"
-  run_stage train_step "$((limit + ${GPU_CHECK_TRAIN_STEP_GRACE_S:-20}))" "$(out_file train_step.log)" \
+  run_stage train_step "$((limit + ${GPU_CHECK_TRAIN_STEP_GRACE_S:-15}))" "$(out_file train_step.log)" \
     "$PYTHON" tools/bench/train_step.py "${ts_args[@]}" --deadline "$limit" \
     ${OUT:+--out "$OUT/train_step.json"}
 fi
