@@ -45,8 +45,8 @@ inputs are synthetic (uniform noise in [-1, 1] as "data"). Checks, all in the sa
   (``scheduler_time_grid``);
 * the optimised paths against eager (``opt_check``): the sampled batch of ``polydiff_opt``
   and ``polydiff_compiled`` against ``sample_ddim`` on the fp32 network from the same noise,
-  next to plain eager bf16 (the optimised path must not be less accurate than 2x eager
-  bf16, nor off by more than 5% relative L2); one graphed training step against the same
+  next to plain eager bf16 (the optimised path's relative L2 error must stay within 2x that
+  of eager bf16, floor 1e-3); one graphed training step against the same
   step launched eagerly from the same state and RNG seed (same noise, times and dropout
   masks: loss and update must agree); the compiled network's gradient against the eager
   network's, measured against the spread of two eager gradients under different dropout
@@ -119,7 +119,7 @@ LR = 1e-4
 # compiled regions of the U-Net: the repeated blocks, plus the output GroupNorm (a GroupNorm
 # inside a block is left to its block)
 REGIONS = (ResBlock, AttentionBlock, torch.nn.GroupNorm)
-SAMPLE_CHECK = {"max_rel": 0.05, "vs_eager_bf16": 2.0}
+SAMPLE_CHECK = {"vs_eager_bf16": 2.0, "floor": 1e-3}
 TRAIN_CHECK = {"loss_rel": 1e-3, "update_rel": 5e-2, "grad_vs_dropout_spread": 1.5}
 
 
@@ -575,7 +575,8 @@ def check_sampling(b: PolydiffBuilder, variants: dict[str, Variant]) -> dict[str
     base = rel_l2(eager16, ref)
     res["eager_bf16_vs_fp32_rel_l2"] = base
     res["output_max_abs"] = float(ref.abs().max())
-    limit = min(SAMPLE_CHECK["max_rel"], max(SAMPLE_CHECK["vs_eager_bf16"] * base, 1e-3))
+    limit = max(SAMPLE_CHECK["vs_eager_bf16"] * base, SAMPLE_CHECK["floor"])
+    res["limit_rel_l2"] = limit
     for name in ("polydiff_opt", "polydiff_compiled"):
         v = variants.get(name)
         if v is None or v.last_sample is None:
