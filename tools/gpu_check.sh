@@ -29,8 +29,13 @@ set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-PYTHON="${PYTHON:-python}"
-command -v "$PYTHON" > /dev/null || PYTHON=python3
+if [[ -z "${PYTHON:-}" ]]; then  # the interpreter that has torch (python3 on the GPU image)
+  for candidate in python3 python; do
+    if "$candidate" -c "import torch" 2> /dev/null; then PYTHON="$candidate"; break; fi
+  done
+  PYTHON="${PYTHON:-python3}"
+fi
+echo "gpu_check: $PYTHON is $("$PYTHON" -c 'import sys; print(sys.executable, sys.version.split()[0])' 2>&1)"
 SRC_PATHS="$(printf '%s:' "$ROOT"/packages/*/src "$ROOT"/apps/*/src)"
 export PYTHONPATH="${SRC_PATHS%:}${PYTHONPATH:+:$PYTHONPATH}"
 export POLYDIFF_REQUIRE_CUDA=1 PYTHONUNBUFFERED=1
@@ -121,7 +126,7 @@ else
   run_stage cuda_tests "${GPU_CHECK_TESTS_S:-75}" "$(out_file cuda_tests.log)" \
     "$PYTHON" -m pytest packages/gpu/tests/test_cuda.py \
     "packages/core/tests/test_training_engine.py::test_compiled_training_matches_eager[cuda]" \
-    -q -rs -p no:cacheprovider "${per_test[@]}" "$@"
+    -v -rs --durations=8 -p no:cacheprovider "${per_test[@]}" "$@"
 fi
 
 # 2. CUDA graph replay vs eager launches of a small MLP step and a 32-step loop
