@@ -1,4 +1,5 @@
-"""Tests of tools/check_deps.py, tools/ci_matrix.py and tools/release_check.py.
+"""Tests of tools/check_deps.py, tools/ci_matrix.py, tools/release_check.py, the device tooling
+(tools/build_sdist.py, tools/device_wheels.sh, tools/gpu_check.sh) and tools/bench/train_step.py.
 
 ``tools/`` is not a package: the scripts are loaded from their paths. Fake workspaces
 (pyproject files only, plus a git history for the CI matrix) live in ``tmp_path``; the
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -273,3 +275,275 @@ def test_device_wheels_reads_pins_from_the_lock() -> None:
     for name in ("pesq", "pystoi", "soundfile", "espeakng-loader", "pyroomacoustics", "cffi",
                  "diffusers"):
         assert name in text and f'name = "{name}"' in lock
+
+
+def test_no_index_host_in_the_repository() -> None:
+    """Device tooling goes through the client's configured index: no package-index URL is
+    written anywhere (uv.lock's registry lines name no /simple/ page)."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    proc = subprocess.run(["git", "grep", "-inE", r"https?://[^ ]*/simple/"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and not proc.stdout, proc.stdout
+    text = (TOOLS / "device_wheels.sh").read_text()
+    assert "curl" not in text and "--index-url" not in text and "http" not in text
+
+
+# ----------------------------------------------------------------------------- build_sdist
+build_sdist = _load("build_sdist")
+
+PESQ_LIKE_SETUP = '''\
+from setuptools import setup, Extension
+
+
+class LazyNumpyExtension(Extension):
+    @property
+    def include_dirs(self):
+        import numpy
+        return self._include + [numpy.get_include()]
+
+    @include_dirs.setter
+    def include_dirs(self, dirs):
+        self._include = dirs
+
+
+setup(
+    name="{name}",
+    version="0.0.1",
+    packages=["{name}"],
+    ext_package="{name}",
+    ext_modules={ext},
+    setup_requires=['setuptools>=18.0', 'cython', 'numpy',
+                    'pytest-runner'],
+    tests_require=['pytest'],
+    classifiers=["Programming Language :: Python"]
+)
+'''
+
+
+def _sdist(tmp_path: Path, name: str, ext: bool) -> Path:
+    """A pesq-shaped sdist: setup_requires with pytest-runner, optionally a Cython extension
+    whose include directories import NumPy lazily."""
+    import tarfile
+
+    root = tmp_path / "src" / f"{name}-0.0.1"
+    ext_src = (f'[LazyNumpyExtension("cyext", ["{name}/cyext.pyx"], include_dirs=["{name}"])]'
+               if ext else "[]")
+    _write(root / "setup.py", PESQ_LIKE_SETUP.format(name=name, ext=ext_src))
+    _write(root / "setup.cfg", "[egg_info]\ntag_build = \n\n[options]\nsetup_requires =\n"
+           "    pytest-runner\nzip_safe = False\n")
+    _write(root / name / "__init__.py", "VALUE = 42\n")
+    if ext:
+        _write(root / name / "cyext.pyx", "cimport numpy as cnp\n\ndef twice(int x):\n"
+               "    return 2 * x\n")
+    sdist = tmp_path / f"{name}-0.0.1.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        tar.add(root, arcname=root.name)
+    return sdist
+
+
+def test_build_sdist_strips_setup_requires_only() -> None:
+    text = PESQ_LIKE_SETUP.format(name="pkg", ext="[]")
+    out, removed = build_sdist.strip_setup_py(text)
+    assert removed == ["setup_requires", "tests_require"]
+    assert "setup_requires" not in out and "tests_require" not in out
+    assert "pytest-runner" not in out and 'classifiers=["Programming Language' in out
+    assert 'ext_package="pkg",' in out and "def include_dirs" in out
+    compile(out, "setup.py", "exec")
+    assert build_sdist.strip_setup_py(out) == (out, [])  # idempotent
+    cfg, gone = build_sdist.strip_setup_cfg("[options]\nsetup_requires =\n    pytest-runner\n"
+                                            "    numpy\nzip_safe = False\n[other]\n"
+                                            "setup_requires = kept\n")
+    assert gone == ["setup_requires"]
+    assert cfg == "[options]\nzip_safe = False\n[other]\nsetup_requires = kept\n"
+
+
+def _offline_env(tmp_path: Path) -> dict[str, str]:
+    """Environment of a machine with no package index: pip's configuration ignored, no index,
+    no find-links."""
+    empty = tmp_path / "no-links"
+    empty.mkdir(exist_ok=True)
+    return {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": str(empty)}
+
+
+def test_build_sdist_setup_requires_without_an_index(tmp_path: Path) -> None:
+    """What failed on the GPU image: a setuptools that still installs setup_requires tries to
+    fetch pytest-runner when setup.py runs, and there is no index. The patched tree runs."""
+    sdist = _sdist(tmp_path, "fakepesq", ext=False)
+    pythons = [p for p in (shutil.which("python3"), sys.executable) if p]
+    probe = "import setuptools, importlib.util as u; assert u.find_spec('ptr') is None"
+    python = next((p for p in pythons if subprocess.run([p, "-c", probe],
+                                                        capture_output=True).returncode == 0),
+                  None)
+    if python is None:
+        pytest.skip("no interpreter with setuptools and without pytest-runner")
+    env = _offline_env(tmp_path)
+    plain = build_sdist.unpack(sdist, tmp_path / "plain")
+    before = subprocess.run([python, "setup.py", "--name"], cwd=plain, env=env,
+                            capture_output=True, text=True, timeout=120)
+    if before.returncode == 0:
+        pytest.skip(f"{python}'s setuptools no longer installs setup_requires itself")
+    assert "pytest-runner" in before.stdout + before.stderr
+    patched = build_sdist.unpack(sdist, tmp_path / "patched")
+    assert build_sdist.patch_tree(patched) == ["setup.py:setup_requires",
+                                               "setup.py:tests_require",
+                                               "setup.cfg:setup_requires"]
+    after = subprocess.run([python, "setup.py", "--name"], cwd=patched, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert after.returncode == 0 and after.stdout.strip().endswith("fakepesq"), after.stderr
+
+
+def test_build_sdist_builds_a_cython_extension_offline(tmp_path: Path) -> None:
+    """The path tools/gpu_check.sh takes for pesq: the tool builds the wheel of a pesq-shaped
+    sdist (Cython extension, lazy NumPy include) with the interpreter's own setuptools,
+    Cython and NumPy and nothing fetched; the wheel imports and runs."""
+    import zipfile
+
+    probe = "import setuptools, Cython, numpy"
+    if subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode != 0:
+        pytest.skip("needs setuptools, Cython and NumPy in this interpreter")
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("needs a C compiler")
+    sdist = _sdist(tmp_path, "fakepesq", ext=True)
+    proc = subprocess.run([sys.executable, str(TOOLS / "build_sdist.py"), str(sdist), "-o",
+                           str(tmp_path / "wheels")], env=_offline_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "dropped setup.py:setup_requires" in proc.stderr
+    wheel = Path(proc.stdout.strip())
+    assert wheel.parent == tmp_path / "wheels" and wheel.name.startswith("fakepesq-0.0.1-")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(site)
+    run = subprocess.run([sys.executable, "-c", "import fakepesq, fakepesq.cyext as c; "
+                          "print(fakepesq.VALUE, c.twice(21))"], cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True,
+                         text=True, timeout=60)
+    assert run.stdout.split() == ["42", "42"], run.stderr
+    assert sdist.stat().st_size > 0  # the original is left alone
+
+
+def test_build_sdist_bad_input(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "x.tar.gz"
+    bad.write_bytes(b"not a tarball")
+    assert build_sdist.main([str(bad)]) == 2
+    assert "cannot extract" in capsys.readouterr().err
+    assert build_sdist.main([str(tmp_path / "missing.zip")]) == 2
+
+
+def test_build_sdist_patched_copy(tmp_path: Path) -> None:
+    import tarfile
+
+    sdist = _sdist(tmp_path, "fakepesq", ext=False)
+    out = tmp_path / "patched.tar.gz"
+    assert build_sdist.main([str(sdist), "--patched-sdist", str(out)]) == 0
+    with tarfile.open(out) as tar:
+        setup = tar.extractfile("fakepesq-0.0.1/setup.py").read().decode()
+    assert "setup_requires" not in setup and 'name="fakepesq"' in setup
+
+
+# ----------------------------------------------------------------------------- GPU check
+@pytest.mark.skipif(__import__("torch").cuda.is_available(),
+                    reason="checks the CPU behaviour of the script (a GPU runs the stages)")
+def test_gpu_check_stages_are_bounded_and_recorded(tmp_path: Path) -> None:
+    """tools/gpu_check.sh on a machine without CUDA: every stage runs under its limit (the
+    CUDA tests are cut at 1 s here), fails rather than passes, and is recorded in the summary
+    written into GPU_CHECK_OUT; the skipped benchmarks say why; the exit status is 1."""
+    import json
+
+    out, wheels = tmp_path / "out", tmp_path / "no-wheels"
+    wheels.mkdir()
+    env = {**os.environ, "GPU_CHECK_OUT": str(out), "GPU_CHECK_BENCH": "train_step",
+           "GPU_CHECK_TESTS_S": "1", "GPU_CHECK_TRAIN_STEP_S": "2",
+           "GPU_CHECK_TRAIN_STEP_GRACE_S": "150",  # imports alone can take 20 s on a busy CPU
+           "GPU_CHECK_TRAIN_STEP_ARGS": "--quick --fp32 off", "GPU_CHECK_WHEEL_DIR": str(wheels),
+           "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(TOOLS / "gpu_check.sh")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((out / "gpu_check_summary.json").read_text())
+    stages = {s["stage"]: s for s in summary["stages"]}
+    assert "wheels" not in stages  # nothing to install
+    assert stages["cuda_tests"]["rc"] in (124, 137) and stages["cuda_tests"]["limit_s"] == 1
+    assert "hit its 1 s limit" in (out / "cuda_tests.log").read_text()
+    assert stages["graphs"]["rc"] != 0  # "benchmark needs CUDA"
+    assert stages["sgmse"] == {"stage": "sgmse", "skipped": "not in GPU_CHECK_BENCH"}
+    # the bench stops at its own 2 s deadline, inside the stage's limit, with its JSON written
+    assert stages["train_step"]["rc"] == 0 and stages["train_step"]["limit_s"] == 152
+    res = json.loads((out / "train_step.json").read_text())
+    assert res["complete"] is False and res["deadline_s"] == 2
+    assert "stopped at the time limit" in (out / "train_step.log").read_text()
+    assert summary["failed"] == 1
+
+
+# ----------------------------------------------------------------------------- train_step
+def _load_bench(name: str):
+    key = f"bench_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, TOOLS / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+def test_train_step_whole_loop_is_sample_ddim() -> None:
+    """The loop polydiff_opt captures in one graph is the engine's sample_ddim, step for
+    step (bitwise on CPU, where the loop runs eagerly)."""
+    import torch
+
+    from polydiff.core.samplers import sample_ddim
+    from polydiff.gpu import GraphedLoop
+
+    bench = _load_bench("train_step")
+    torch.manual_seed(0)
+    net = bench.UNet(bench.poly_config("digits")).eval()
+    for p in net.parameters():  # polydiff zero-initialises output convolutions
+        torch.nn.init.normal_(p, std=0.05)
+    process = bench.VPDiscrete.linear(1000)
+    den = bench.ModelDenoiser(net, process, "epsilon", time_input=process.model_timestep)
+    ts = bench.time_grid(process, 6, "uniform")
+    x = torch.randn(3, 1, 8, 8)
+    step, n = bench.ddim_loop_step(den, ts, 3, torch.device("cpu"))
+    with torch.no_grad():
+        want = sample_ddim(den, x.clone(), ts, disable=True)
+        got = GraphedLoop(step, n, x)(x)
+    assert n == 6 and torch.equal(got, want) and want.abs().max() > 1
+
+
+def test_train_step_stops_at_its_deadline(tmp_path: Path) -> None:
+    """A run that cannot finish in its --deadline stops there, exits 0 and writes what it
+    measured, marked incomplete."""
+    import json
+
+    out = tmp_path / "ts.json"
+    proc = subprocess.run([sys.executable, str(TOOLS / "bench" / "train_step.py"), "--quick",
+                           "--deadline", "2", "--fp32", "off", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["complete"] is False and res["deadline_s"] == 2
+    assert any("stopped at the time limit" in n for n in res["notes"])
+    assert "stopped at the time limit" in proc.stderr
+
+
+@pytest.mark.slow
+def test_train_step_quick_run_passes_its_checks(tmp_path: Path) -> None:
+    """The whole --quick run on CPU: every variant timed, every numerical check passes."""
+    import json
+
+    out = tmp_path / "ts.json"
+    proc = subprocess.run([sys.executable, str(TOOLS / "bench" / "train_step.py"), "--quick",
+                           "--out", str(out)], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    cfg = res["configs"]["digits"]
+    assert res["complete"] and set(cfg["variants"]) == {
+        "diffusers_fp32", "diffusers_bf16", "polydiff_fp32", "polydiff_opt", "polydiff_compiled"}
+    assert all(v["sample_finite"] for v in cfg["variants"].values())
+    checks = cfg["opt_check"]
+    assert checks["sampling"]["polydiff_opt"]["ok"] and checks["sampling"]["polydiff_compiled"][
+        "ok"]
+    assert checks["training"]["graph_vs_eager_step"]["ok"]
+    assert checks["training"]["compiled_vs_eager_grad"]["ok"]

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Fetch, here, the Python packages that tools/gpu_check.sh needs on a GPU machine whose image
 # lacks them (no network there): CPython 3.12 x86-64 wheels, at the versions pinned in uv.lock,
-# into <repo>/.whl (git-ignored through .git/info/exclude; never commit it).
+# into <repo>/.whl (git-ignored by .gitignore; never commit it). Everything comes
+# through pip's own configuration (its configured index, find-links, certificates): this
+# script names no index. Every file is checked against the sha256 that uv.lock records.
 #
 #   tools/device_wheels.sh            # diffusers (train_step bench) + speech extras (sgmse bench)
+#   tools/device_wheels.sh diffusers  # only what the train_step bench needs
 #   tools/device_wheels.sh speech     # only the speech extras
 #
-# pesq has no wheels on PyPI: its sdist is saved as .whl/pesq-<v>.tar.gz and tools/gpu_check.sh
-# builds it there with the image's cython/numpy/setuptools (pip wheel --no-build-isolation).
+# pesq has no wheels on the index: its sdist is saved as .whl/pesq-<v>.tar.gz, and
+# tools/gpu_check.sh builds it there with tools/build_sdist.py (setup_requires dropped, the
+# image's own cython/numpy/setuptools, nothing fetched).
 # Then run on the GPU machine (carry .whl):  GPU_CHECK_BENCH=sgmse tools/gpu_check.sh
 set -euo pipefail
 
@@ -16,14 +20,18 @@ DEST="$ROOT/.whl"
 WHAT="${1:-all}"
 PY="${PYTHON:-python3}"
 
-pinned() {  # the version uv.lock pins for a package name
-  "$PY" - "$ROOT/uv.lock" "$1" <<'PY'
+lock() {  # lock version NAME | lock hashes NAME: uv.lock's version / sha256s (sdist, wheels)
+  "$PY" - "$ROOT/uv.lock" "$1" "$2" <<'PY'
 import sys, tomllib
 lock = tomllib.load(open(sys.argv[1], "rb"))
-name = sys.argv[2]
+what, name = sys.argv[2], sys.argv[3]
 for pkg in lock["package"]:
     if pkg["name"] == name:
-        print(pkg["version"])
+        if what == "version":
+            print(pkg["version"])
+        else:
+            files = ([pkg["sdist"]] if "sdist" in pkg else []) + pkg.get("wheels", [])
+            print("\n".join(f["hash"].removeprefix("sha256:") for f in files if "hash" in f))
         break
 else:
     raise SystemExit(f"device_wheels: {name} is not in uv.lock")
@@ -40,9 +48,8 @@ case "$WHAT" in
 esac
 
 mkdir -p "$DEST"
-grep -qx '/.whl/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.whl/' >> "$ROOT/.git/info/exclude"
 specs=()
-for n in "${names[@]}"; do specs+=("$n==$(pinned "$n")"); done
+for n in "${names[@]}"; do specs+=("$n==$(lock version "$n")"); done
 platforms=()
 for p in manylinux_2_28 manylinux_2_27 manylinux_2_24 manylinux_2_17 manylinux2014 manylinux1; do
   platforms+=(--platform "${p}_x86_64")
@@ -51,14 +58,34 @@ done
   "${platforms[@]}" -d "$DEST" "${specs[@]}"
 
 if [[ "$WHAT" != diffusers ]]; then
-  v="$(pinned pesq)"
+  names+=(pesq)
+  v="$(lock version pesq)"
   if [[ ! -f "$DEST/pesq-$v.tar.gz" ]]; then
-    # the sdist's URL from the simple index (pip download of an sdist would try to build it)
-    url="$(curl -fsSL "https://pypi.org/simple/pesq/" | grep -o "https://[^\"#]*/pesq-$v\.tar\.gz" | head -1)"
-    [[ -n "$url" ]] || { echo "device_wheels: no pesq-$v sdist on the index" >&2; exit 1; }
-    curl -fsSL -o "$DEST/pesq-$v.tar.gz.part" "$url"
-    mv "$DEST/pesq-$v.tar.gz.part" "$DEST/pesq-$v.tar.gz"
+    # the sdist only (pip prepares its metadata here, in an isolated build environment)
+    "$PY" -m pip download -q --no-deps --no-binary pesq -d "$DEST" "pesq==$v"
   fi
 fi
+
+# every file of a pinned package must carry one of the sha256s uv.lock records for it
+status=0
+for n in "${names[@]}"; do
+  v="$(lock version "$n")"
+  mapfile -t want < <(lock hashes "$n")
+  stem="$(echo "$n" | tr '-' '_')"
+  shopt -s nullglob nocaseglob
+  files=("$DEST/$stem-$v"[-.]*)
+  [[ "$stem" == "$n" ]] || files+=("$DEST/$n-$v"[-.]*)
+  shopt -u nullglob nocaseglob
+  if (( ${#files[@]} == 0 )); then
+    echo "device_wheels: no file for $n==$v in $DEST" >&2; status=1; continue
+  fi
+  for f in "${files[@]}"; do
+    got="$(sha256sum "$f" | cut -d' ' -f1)"
+    if ! printf '%s\n' "${want[@]}" | grep -qx "$got"; then
+      echo "device_wheels: $(basename "$f"): sha256 $got is not in uv.lock" >&2; status=1
+    fi
+  done
+done
 ls -l "$DEST"
 du -sh "$DEST"
+exit "$status"

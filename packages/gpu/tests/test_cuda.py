@@ -17,9 +17,12 @@ import torch.nn.functional as F
 
 from polydiff.gpu import (
     CudaGraphRunner,
+    GraphedLoop,
+    GraphedTrainStep,
     Timer,
     attention_backend,
     autocast,
+    compile_regions,
     device_info,
     make_grad_scaler,
     maybe_compile,
@@ -173,3 +176,127 @@ def test_real_inductor_compile(cuda: torch.device) -> None:
     x = torch.randn(8, 32, device=cuda)
     torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
     assert not compiled.fell_back, compiled.compile_error
+
+
+# --------------------------------------------------------------------------- whole-loop graphs
+def test_graphed_loop_replays_the_sampler_loop(cuda: torch.device) -> None:
+    # a sampler-shaped loop: bf16 network, fp32 state, per-step host constants
+    model = _mlp(cuda, 32).eval().to(torch.bfloat16)
+    coefs = [(0.98 ** (i + 1), -0.05 / (i + 1)) for i in range(20)]
+
+    def step(i: int, x: torch.Tensor) -> torch.Tensor:
+        a, b = coefs[i]
+        return a * x + b * model(x.to(torch.bfloat16)).float()
+
+    x = torch.randn(16, 32, device=cuda)
+    loop = GraphedLoop(step, len(coefs), x)
+    assert loop.captured and loop.pool is not None
+    for _ in range(2):
+        x = torch.randn(16, 32, device=cuda)
+        out = loop(x)
+        assert out.dtype == torch.float32 and out.data_ptr() != loop(x).data_ptr()
+        torch.testing.assert_close(out, loop.eager(x), rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- graphed training
+class _Block(torch.nn.Module):
+    def __init__(self, width: int, p: float = 0.0):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(width)
+        self.lin = torch.nn.Linear(width, width)
+        self.drop = torch.nn.Dropout(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop(F.silu(self.lin(self.norm(x))))
+
+
+def _net(device: torch.device, p: float = 0.0) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(_Block(32, p), _Block(32, p), torch.nn.Linear(32, 32)).to(device)
+
+
+def _denoising_loss(model: torch.nn.Module, device: torch.device):  # type: ignore[no-untyped-def]
+    def loss_fn(x: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn_like(x)  # random draws inside the step, as a diffusion loss does
+        with autocast(device, "bf16"):
+            out = model(x + noise)
+        return F.mse_loss(out.float(), noise)
+
+    return loss_fn
+
+
+def test_graphed_train_step_matches_eager(cuda: torch.device) -> None:
+    a, b = _net(cuda, p=0.2), _net(cuda, p=0.2)
+    opt_a = torch.optim.AdamW(a.parameters(), lr=1e-3, fused=True, capturable=True)
+    opt_b = torch.optim.AdamW(b.parameters(), lr=1e-3, fused=True, capturable=True)
+    x0 = torch.randn(16, 32, device=cuda)
+    graphed = GraphedTrainStep(_denoising_loss(a, cuda), opt_a, [x0], grad_clip=1.0,
+                               skip_nonfinite=True)
+    eager = GraphedTrainStep(_denoising_loss(b, cuda), opt_b, [x0], grad_clip=1.0,
+                             skip_nonfinite=True, enabled=False)
+    assert graphed.captured and graphed.capture_error is None and not eager.captured
+    for pa, pb in zip(a.parameters(), b.parameters()):  # the warm-up steps were undone
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+    assert all(float(s["step"]) == 0 for s in opt_a.state.values())
+    for k in range(3):  # same RNG state -> same noise and dropout masks -> same step
+        x = torch.randn(16, 32, device=cuda)
+        torch.cuda.manual_seed(100 + k)
+        la = graphed(x)
+        torch.cuda.manual_seed(100 + k)
+        lb = eager(x)
+        torch.testing.assert_close(la, lb, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(graphed.grad_norm, eager.grad_norm, rtol=1e-4, atol=1e-6)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-6)
+    # a non-finite batch is skipped on the device; lr 0 leaves the weights alone
+    before = [p.detach().clone() for p in a.parameters()]
+    assert not torch.isfinite(graphed(torch.full_like(x0, float("nan"))))
+    graphed.set_lr(0.0)
+    assert torch.isfinite(graphed(x0))
+    for p, q in zip(a.parameters(), before):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert all(float(s["step"]) == 4 for s in opt_a.state.values())  # 3 + the lr-0 step
+
+
+def test_graphed_train_step_needs_a_capturable_optimizer(cuda: torch.device) -> None:
+    net = _net(cuda)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, fused=True)
+    with pytest.raises(ValueError, match="capturable"):
+        GraphedTrainStep(_denoising_loss(net, cuda), opt, [torch.randn(4, 32, device=cuda)])
+
+
+def test_compiled_regions_train_graphed_and_sample_graphed(cuda: torch.device) -> None:
+    # the bench's combination in small: regional inductor compile, a graphed training step,
+    # then a graphed sampling loop on a bf16 copy, each against the eager network
+    net, ref = _net(cuda), _net(cuda)
+    names = compile_regions(net, _Block)
+    assert names == ["0", "1"]
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, fused=True, capturable=True)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, fused=True, capturable=True)
+    x0 = torch.randn(64, 32, device=cuda)
+
+    def loss_of(m: torch.nn.Module):  # type: ignore[no-untyped-def]
+        return lambda x: F.mse_loss(m(x), x.flip(1))  # deterministic: no dropout, no noise
+
+    step = GraphedTrainStep(loss_of(net), opt, [x0])
+    ref_step = GraphedTrainStep(loss_of(ref), ref_opt, [x0], enabled=False)
+    assert step.captured, step.capture_error
+    for _ in range(3):
+        x = torch.randn(64, 32, device=cuda)
+        torch.testing.assert_close(step(x), ref_step(x), rtol=1e-4, atol=1e-5)
+    for p, q in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5)
+    assert not net[0].forward.__func__.fell_back
+
+    sampler = _net(cuda).eval().to(torch.bfloat16)
+    compile_regions(sampler, _Block)
+    eager_sampler = _net(cuda).eval().to(torch.bfloat16)
+
+    def step_of(m: torch.nn.Module):  # type: ignore[no-untyped-def]
+        return lambda i, x: 0.9 * x + 0.1 * m(x.to(torch.bfloat16)).float()
+
+    loop = GraphedLoop(step_of(sampler), 10, x0)
+    assert loop.captured
+    want = GraphedLoop(step_of(eager_sampler), 10, x0, enabled=False)(x0)
+    got = loop(x0)
+    assert (got - want).norm() / want.norm() < 2e-2  # bf16 kernels differ between the two

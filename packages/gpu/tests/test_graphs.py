@@ -1,4 +1,5 @@
-"""CudaGraphRunner's eager path (no CUDA): same results, same checks, documented semantics."""
+"""CudaGraphRunner's and GraphedLoop's eager path (no CUDA): same results, same checks, documented
+semantics."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from polydiff.gpu import CudaGraphRunner
+from polydiff.gpu import CudaGraphRunner, GraphedLoop
 from polydiff.gpu.graphs import _map_tensors
 
 
@@ -81,3 +82,59 @@ def test_map_tensors_keeps_structure() -> None:
     out = _map_tensors(obj, lambda t: t + 1)
     assert out["a"][1][1] is None and isinstance(out["p"], Pair)
     assert out["a"][0].item() == 2 and out["p"].b.item() == 2
+
+
+# --------------------------------------------------------------------------- GraphedLoop
+def _ddim_like(model: torch.nn.Module, coefs: list[tuple[float, float]]) -> object:
+    """A sampler-shaped step: network call on a low-precision copy, fp32 update with per-step
+    host constants indexed by ``i``."""
+
+    def step(i: int, x: torch.Tensor) -> torch.Tensor:
+        a, b = coefs[i]
+        eps = model(x.to(torch.bfloat16)).float()
+        return a * x + b * eps
+
+    return step
+
+
+def test_graphed_loop_eager_path_equals_the_loop() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.SiLU(), torch.nn.Linear(8, 4))
+    model = model.to(torch.bfloat16)
+    coefs = [(1.0 - 0.01 * i, -0.1 / (i + 1)) for i in range(6)]
+    step = _ddim_like(model, coefs)
+    x = torch.randn(3, 4)
+    loop = GraphedLoop(step, len(coefs), x)
+    assert not loop.captured and loop.pool is None
+    want = x.clone()
+    with torch.no_grad():
+        for i in range(len(coefs)):
+            want = step(i, want)
+    got = loop(x)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert got.dtype == torch.float32 and not got.requires_grad
+    torch.testing.assert_close(loop.eager(x), want, rtol=0, atol=0)
+
+
+def test_graphed_loop_checks_state_and_steps() -> None:
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="positive int"):
+        GraphedLoop(lambda i, s: s, 0, x)
+    with pytest.raises(ValueError, match="positive int"):
+        GraphedLoop(lambda i, s: s, 2.5, x)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not a tensor"):
+        GraphedLoop(lambda i, s: s, 2, [x])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="changed the state"):
+        GraphedLoop(lambda i, s: s.double(), 2, x)(x)
+    with pytest.raises(ValueError, match="changed the state"):
+        GraphedLoop(lambda i, s: s[:1], 2, x)(x)
+    with pytest.raises(ValueError, match="shape"):
+        GraphedLoop(lambda i, s: s + 1, 2, x)(torch.zeros(3, 3))
+    assert GraphedLoop(lambda i, s: s + i, 4, x)(x).tolist() == [[6.0] * 3] * 2
+
+
+def test_graphed_loop_capture_required_without_cuda_is_an_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; test_cuda.py covers capture")
+    with pytest.raises(ValueError, match="CUDA graph capture needs CUDA"):
+        GraphedLoop(lambda i, s: s, 2, torch.zeros(2), enabled=True)

@@ -5,7 +5,14 @@ helper runs on CPU too, with the CPU behaviour documented in its module, so the 
 path works on a laptop, one GPU and a ``torchrun`` job.
 """
 
-from polydiff.gpu.compile import CompiledFunction, CompileFallback, compile_enabled, maybe_compile
+from polydiff.gpu.compile import (
+    CompiledFunction,
+    CompileFallback,
+    compile_enabled,
+    compile_regions,
+    maybe_compile,
+    uncompile_regions,
+)
 from polydiff.gpu.device import as_device, device_info, mps_available, select_device
 from polydiff.gpu.distributed import (
     DistInfo,
@@ -21,7 +28,7 @@ from polydiff.gpu.distributed import (
     rank_zero_print,
     world_size,
 )
-from polydiff.gpu.graphs import CudaGraphRunner
+from polydiff.gpu.graphs import CudaGraphRunner, GraphedLoop
 from polydiff.gpu.layout import ATTENTION_BACKENDS, attention_backend, to_channels_last
 from polydiff.gpu.memory import (
     current_memory_bytes,
@@ -46,6 +53,7 @@ from polydiff.gpu.seed import (
     set_rng_state,
 )
 from polydiff.gpu.timing import Timer, synchronize, time_fn
+from polydiff.gpu.train_graph import GraphedTrainStep
 
 __all__ = [
     "ATTENTION_BACKENDS",
@@ -53,6 +61,8 @@ __all__ = [
     "CompiledFunction",
     "CudaGraphRunner",
     "DistInfo",
+    "GraphedLoop",
+    "GraphedTrainStep",
     "Precision",
     "PrecisionLike",
     "Timer",
@@ -63,6 +73,7 @@ __all__ = [
     "autocast_dtype",
     "barrier",
     "compile_enabled",
+    "compile_regions",
     "current_memory_bytes",
     "destroy",
     "deterministic",
@@ -90,5 +101,6 @@ __all__ = [
     "synchronize",
     "time_fn",
     "to_channels_last",
+    "uncompile_regions",
     "world_size",
 ]

@@ -20,6 +20,14 @@ Semantics of :class:`CudaGraphRunner`:
   backward pass need ``torch.cuda.make_graphed_callables``, not this helper.
 - Without CUDA (CPU, MPS) or with ``enabled=False`` the runner calls ``fn`` eagerly with
   the same checks, so one code path works everywhere; ``captured`` says which happened.
+
+:class:`GraphedLoop` is the whole-loop case written once: ``steps`` iterations of
+``state = step(i, state)`` (a sampler's network call *and* its solver update) captured as one
+graph, so a fixed-length sampling run is a single replay. ``i`` is a Python int, so per-step
+constants (a solver's float64 coefficients, the time grid) are indexed on the host and baked
+into the captured kernels; the state keeps its shape and dtype (e.g. an fp32 sampler state
+around a bf16 network). The training-step counterpart is
+:class:`polydiff.gpu.train_graph.GraphedTrainStep`.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CudaGraphRunner"]
+__all__ = ["CudaGraphRunner", "GraphedLoop"]
 
 
 def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
@@ -144,3 +152,69 @@ class CudaGraphRunner:
         if self.clone_outputs:
             return _map_tensors(self.static_outputs, torch.Tensor.clone)
         return self.static_outputs
+
+
+class GraphedLoop:
+    """``steps`` iterations of ``state = step(i, state)``, captured as one CUDA graph.
+
+    The loop a fixed-grid sampler runs (network call, then the solver update, ``steps``
+    times) replayed with a single launch: no per-step Python, no per-step copies into static
+    buffers. The recipe is :class:`CudaGraphRunner`'s (warm-up on a side stream, capture, copy
+    the new initial state in, replay); outputs are fresh tensors (``clone_outputs=True``).
+
+    Args:
+        step: ``step(i, state) -> state`` for ``i = 0, ..., steps - 1`` (a Python int). It
+            must be capturable (no host synchronisation such as ``.item()``/``.tolist()``, no
+            data-dependent shapes; compute per-step constants before, on the host) and return
+            a tensor of the state's shape and dtype.
+        steps: number of iterations (>= 1).
+        example_state: a tensor with the shape and dtype of every initial state (its values
+            are used for the warm-up runs).
+        warmup: eager runs of the whole loop on a side stream before capture (one is enough
+            for a loop: its first iterations already warm up every kernel; lazily compiled
+            callables compile there).
+        pool, no_grad, enabled: as for :class:`CudaGraphRunner` (``enabled=None`` captures
+            when CUDA is available and the state is on CUDA, and runs eagerly elsewhere).
+    """
+
+    def __init__(self, step: Callable[[int, torch.Tensor], torch.Tensor], steps: int,
+                 example_state: torch.Tensor, *, warmup: int = 1, pool: Any = None,
+                 no_grad: bool = True, enabled: bool | None = None) -> None:
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        if not isinstance(example_state, torch.Tensor):
+            raise TypeError(f"example_state is {type(example_state).__name__}, not a tensor")
+        self.step = step
+        self.steps = int(steps)
+        self.runner = CudaGraphRunner(self.eager, [example_state], warmup=warmup,
+                                      clone_outputs=True, pool=pool, no_grad=no_grad,
+                                      enabled=enabled)
+
+    @property
+    def captured(self) -> bool:
+        """True when the loop runs as a captured graph (False: eagerly)."""
+        return self.runner.captured
+
+    @property
+    def pool(self) -> Any:
+        """The graph's memory pool (``None`` on the eager path)."""
+        return self.runner.pool
+
+    def eager(self, state: torch.Tensor) -> torch.Tensor:
+        """The loop run eagerly (what is captured; also the reference for checks)."""
+        for i in range(self.steps):
+            new = self.step(i, state)
+            if not isinstance(new, torch.Tensor):
+                raise TypeError(f"step({i}, state) returned {type(new).__name__}, not a tensor")
+            if new.shape != state.shape or new.dtype != state.dtype:
+                raise ValueError(
+                    f"step({i}, state) changed the state from shape {tuple(state.shape)} "
+                    f"{state.dtype} to {tuple(new.shape)} {new.dtype}; a graphed loop keeps "
+                    "both fixed (cast inside step)"
+                )
+            state = new
+        return state
+
+    def __call__(self, state: torch.Tensor) -> torch.Tensor:
+        """The final state after ``steps`` iterations from ``state`` (a new tensor)."""
+        return self.runner(state)
