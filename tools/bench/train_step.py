@@ -918,6 +918,31 @@ def _fmt(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _opt_check_text(oc: dict[str, Any]) -> str:
+    """One line summing up the numerical checks of the optimised variants."""
+    parts = []
+    sc = oc.get("sampling", {})
+    for vn in ("polydiff_opt", "polydiff_compiled"):
+        if vn in sc:
+            parts.append(f"{vn} sample rel L2 vs fp32 {sc[vn]['vs_fp32_rel_l2']:.2e} "
+                         f"({'ok' if sc[vn]['ok'] else 'FAILED'})")
+    if "eager_bf16_vs_fp32_rel_l2" in sc:
+        parts.append(f"eager bf16 {sc['eager_bf16_vs_fp32_rel_l2']:.2e}")
+    tc = oc.get("training", {})
+    ge = tc.get("graph_vs_eager_step")
+    if ge:
+        parts.append(f"graphed step vs eager: loss rel {ge['loss_rel']:.1e}, update "
+                     f"rel {ge['update_rel_l2']:.1e} ({'ok' if ge['ok'] else 'FAILED'})")
+    cg = tc.get("compiled_vs_eager_grad")
+    if cg:
+        parts.append(f"compiled grad / dropout spread {cg['ratio_to_dropout_spread']:.2f}"
+                     f" ({'ok' if cg['ok'] else 'FAILED'})")
+    for k in ("sampling", "training"):
+        if "error" in oc.get(k, {}):
+            parts.append(f"{k} check ERROR {oc[k]['error']}")
+    return "; ".join(parts)
+
+
 def table(res: dict[str, Any]) -> str:
     dev = res["device"]
     lines = [f"device: {dev.get('name', dev['device'])} (torch {dev['torch']}, "
@@ -963,27 +988,7 @@ def table(res: dict[str, Any]) -> str:
                          f"{rt['sample_target_met']}, warm-up {rt['warmup_target_met']}")
         oc = cfg.get("opt_check")
         if oc:
-            parts = []
-            sc = oc.get("sampling", {})
-            for vn in ("polydiff_opt", "polydiff_compiled"):
-                if vn in sc:
-                    parts.append(f"{vn} sample rel L2 vs fp32 {sc[vn]['vs_fp32_rel_l2']:.2e} "
-                                 f"({'ok' if sc[vn]['ok'] else 'FAILED'})")
-            if "eager_bf16_vs_fp32_rel_l2" in sc:
-                parts.append(f"eager bf16 {sc['eager_bf16_vs_fp32_rel_l2']:.2e}")
-            tc = oc.get("training", {})
-            ge = tc.get("graph_vs_eager_step")
-            if ge:
-                parts.append(f"graphed step vs eager: loss rel {ge['loss_rel']:.1e}, update "
-                             f"rel {ge['update_rel_l2']:.1e} ({'ok' if ge['ok'] else 'FAILED'})")
-            cg = tc.get("compiled_vs_eager_grad")
-            if cg:
-                parts.append(f"compiled grad / dropout spread {cg['ratio_to_dropout_spread']:.2f}"
-                             f" ({'ok' if cg['ok'] else 'FAILED'})")
-            for k in ("sampling", "training"):
-                if "error" in oc.get(k, {}):
-                    parts.append(f"{k} check ERROR {oc[k]['error']}")
-            lines.append("  opt check: " + "; ".join(parts))
+            lines.append("  opt check: " + _opt_check_text(oc))
         c = cfg.get("check")
         if c:
             lines.append(f"  check (diffusers weights in polydiff UNet, batch {c['batch']}): "
