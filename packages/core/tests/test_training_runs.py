@@ -1,3 +1,4 @@
+# ruff: noqa: NPY002  (the legacy global numpy generator is what seeded() must restore)
 """Runs that never lie: seeded model construction, checkpoint verification with fallback,
 the run-folder lock, start_run (resume / overwrite) and the bare-network export."""
 
