@@ -20,7 +20,8 @@ shared filesystem across machines); logged losses are averaged over ranks.
 FSDP. With ``TrainConfig(strategy="fsdp")`` the objective is sharded with FSDP2
 (``torch.distributed.fsdp.fully_shard``, Zhao et al. 2023) over a 1-D device mesh of all ranks
 (CUDA/NCCL or CPU/Gloo) instead of being wrapped in DDP: every unit of
-:func:`~polydiff.core.training.fsdp.default_fsdp_units` (children of ``nn.ModuleList``s; or
+:func:`~polydiff.core.training.fsdp.default_fsdp_units` (children of ``nn.ModuleList``s that
+run a ``forward`` of their own, containers replaced by their children; or
 ``fsdp_units(model)``) and then the whole objective. Parameters, gradients, AdamW state and the
 EMA shadows are ``DTensor`` shards (``1 / W`` of the model per rank); the loop is the same:
 accumulation skips the reduce-scatter on all but the last micro-batch
