@@ -33,7 +33,6 @@ def _final(run: Path) -> tuple:
     return load_checkpoint(path)
 
 
-@pytest.mark.timeout(900)
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                     reason="torch built without distributed/Gloo")
 def test_every_backbone_under_ddp_and_fsdp_matches_one_process(tmp_path: Path) -> None:
