@@ -40,7 +40,18 @@ def _say(msg: str) -> None:
 
 # ----------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
-    """``sgmse train``: train SGMSE+ or the baseline on paired folders."""
+    """``sgmse train``: train SGMSE+ or the baseline on paired folders. The run folder is
+    the engine's (:func:`polydiff.core.training.start_run`): locked while training, refused
+    when not empty unless ``--resume`` (the saved settings are the base) or ``--overwrite``;
+    the model is built under the seed."""
+    from polydiff.core.training.runs import start_run
+
+    with start_run(args.output, resume=args.resume, overwrite=args.overwrite,
+                   settings_name=TRAIN_FILE, outputs=("model",)):
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     out = Path(args.output)
     base = args.config
     if args.resume and base is None and (out / TRAIN_FILE).is_file():
@@ -52,13 +63,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = load_config(TrainSettings, base, overrides)
     if out.exists() and not out.is_dir():
         raise CLIError(f"{out}: exists and is not a folder")
-    if not args.resume and out.is_dir() and any(out.iterdir()):
-        raise CLIError(f"{out}: run folder exists and is not empty (pass --resume to "
-                       "continue it, or choose another -o)")
     data = Path(args.data)
     if not data.is_dir():
         raise CLIError(f"{data}: no such dataset folder")
 
+    from polydiff.core.training import seeded
     from polydiff.speech.data import PairedAudioDataset
     from polydiff.speech.sgmse.model import (
         SGMSE,
@@ -76,14 +85,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TypeError as err:  # an unknown field name in network/spec
         raise CLIError(f"bad network/spec setting: {err}") from None
     PairedAudioDataset(data, settings.split, layout=settings.layout)  # fail fast, one line
-    if settings.model == "sgmse":
-        model: Any = SGMSE(SGMSEConfig(objective=settings.objective, preset=settings.preset,
-                                       network=net, spec=spec))
-        fn: Any = train_sgmse
-    else:
-        model = SGMSEPredictive(PredictiveConfig(preset=settings.preset, network=net,
-                                                 spec=spec))
-        fn = train_predictive
+    with seeded(settings.seed):  # the initial weights follow --seed
+        if settings.model == "sgmse":
+            model: Any = SGMSE(SGMSEConfig(objective=settings.objective,
+                                           preset=settings.preset, network=net, spec=spec))
+            fn: Any = train_sgmse
+        else:
+            model = SGMSEPredictive(PredictiveConfig(preset=settings.preset, network=net,
+                                                     spec=spec))
+            fn = train_predictive
     out.mkdir(parents=True, exist_ok=True)
     save_config(settings, out / TRAIN_FILE)
     tic = time.perf_counter()

@@ -132,7 +132,7 @@ class RunLock:
         """One attempt: the lock's fd (or -1 without fcntl) when taken, ``None`` to retry;
         raises :class:`RunLockedError` when a live process holds it."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
             created = True
         except FileExistsError:
             created = False
