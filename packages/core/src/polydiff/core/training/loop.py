@@ -89,7 +89,7 @@ from polydiff.core.training.fsdp import (
     load_full_state,
     shard_module,
 )
-from polydiff.core.training.lock import RunLock
+from polydiff.core.training.lock import RunLock, RunLockedError
 from polydiff.core.training.rundir import RunDir, next_run_dir
 from polydiff.core.training.seeding import build_seeded
 from polydiff.core.utils import quiet
@@ -233,8 +233,17 @@ class Trainer:
         self.run_dir = self._resolve_run_dir()
         self.run: RunDir | None = None
         self._lock: RunLock | None = None
+        failure: list[str | None] = [None]
         if self.rank == 0:
-            self._lock = RunLock(self.run_dir, warn=_log_to_stderr).acquire()
+            try:
+                self._lock = RunLock(self.run_dir, warn=_log_to_stderr).acquire()
+            except RunLockedError as err:
+                failure[0] = str(err)
+        if self.world_size > 1:  # every rank stops, not only rank 0
+            dist.broadcast_object_list(failure, src=0)
+        if failure[0] is not None:
+            raise RunLockedError(failure[0])
+        if self.rank == 0:
             self.run = RunDir(self.run_dir, print_fn=_log_to_stderr)
 
     # ------------------------------------------------------------------ setup
