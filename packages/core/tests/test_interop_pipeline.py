@@ -57,6 +57,7 @@ def test_pipeline_save_load_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_images(explicit), expected)
 
 
+@pytest.mark.slow  # a second interpreter importing diffusers: ~1 minute on a busy machine
 def test_pipeline_loads_in_a_fresh_process(tmp_path: Path) -> None:
     """What a user does later: import polydiff's adapter, then load the saved pipeline."""
     _pipeline().save_pretrained(tmp_path)
