@@ -221,7 +221,7 @@ class DigitsDemo:
         from polydiff.core.losses import DiffusionLoss
         from polydiff.core.nn import UNet, UNetConfig
         from polydiff.core.processes import EDM
-        from polydiff.core.training import TrainConfig, Trainer, seeded
+        from polydiff.core.training import TrainConfig, Trainer
 
         s = settings or (QUICK if quick else FULL)
         out_dir = Path(out_dir)
@@ -238,7 +238,8 @@ class DigitsDemo:
 
         # the model and the engine
         process = EDM(sigma_data=sigma_data)
-        with seeded(0):  # the engine's seeded initialisation (global RNGs kept)
+        with torch.random.fork_rng(devices=[]):  # a seeded initialisation, global RNG kept
+            torch.manual_seed(0)
             net = UNet(UNetConfig(
                 dims=2, in_channels=1, base_channels=s.base_channels, channel_mults=(1, 2),
                 num_res_blocks=s.num_res_blocks, attention_levels=(1,) if s.attention else (),
