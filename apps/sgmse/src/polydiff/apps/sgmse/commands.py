@@ -44,14 +44,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     the engine's (:func:`polydiff.core.training.start_run`): locked while training, refused
     when not empty unless ``--resume`` (the saved settings are the base) or ``--overwrite``;
     the model is built under the seed."""
+    from polydiff.core.training import seeded
     from polydiff.core.training.runs import start_run
 
     with start_run(args.output, resume=args.resume, overwrite=args.overwrite,
-                   settings_name=TRAIN_FILE, outputs=("model",)):
-        return _train(args)
+                   settings_name=TRAIN_FILE, outputs=("model",)), contextlib.ExitStack() as scope:
+        return _train(args, lambda seed: scope.enter_context(seeded(seed)))
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, seed_model: Any) -> int:
     out = Path(args.output)
     base = args.config
     if args.resume and base is None and (out / TRAIN_FILE).is_file():
@@ -61,13 +62,13 @@ def _train(args: argparse.Namespace) -> int:
              "device": "device", "seed": "seed"}
     overrides = _overrides(args, flags) + (["model=predictive"] if args.predictive else [])
     settings = load_config(TrainSettings, base, overrides)
+    seed_model(settings.seed)  # the model built below starts from --seed (the engine's seeded)
     if out.exists() and not out.is_dir():
         raise CLIError(f"{out}: exists and is not a folder")
     data = Path(args.data)
     if not data.is_dir():
         raise CLIError(f"{data}: no such dataset folder")
 
-    from polydiff.core.training import seeded
     from polydiff.speech.data import PairedAudioDataset
     from polydiff.speech.sgmse.model import (
         SGMSE,
@@ -85,15 +86,14 @@ def _train(args: argparse.Namespace) -> int:
     except TypeError as err:  # an unknown field name in network/spec
         raise CLIError(f"bad network/spec setting: {err}") from None
     PairedAudioDataset(data, settings.split, layout=settings.layout)  # fail fast, one line
-    with seeded(settings.seed):  # the initial weights follow --seed
-        if settings.model == "sgmse":
-            model: Any = SGMSE(SGMSEConfig(objective=settings.objective,
-                                           preset=settings.preset, network=net, spec=spec))
-            fn: Any = train_sgmse
-        else:
-            model = SGMSEPredictive(PredictiveConfig(preset=settings.preset, network=net,
-                                                     spec=spec))
-            fn = train_predictive
+    if settings.model == "sgmse":
+        model: Any = SGMSE(SGMSEConfig(objective=settings.objective, preset=settings.preset,
+                                       network=net, spec=spec))
+        fn: Any = train_sgmse
+    else:
+        model = SGMSEPredictive(PredictiveConfig(preset=settings.preset, network=net,
+                                                 spec=spec))
+        fn = train_predictive
     out.mkdir(parents=True, exist_ok=True)
     save_config(settings, out / TRAIN_FILE)
     tic = time.perf_counter()
