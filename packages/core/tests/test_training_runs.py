@@ -310,3 +310,32 @@ def test_export_network_from_a_run_folder(tmp_path: Path) -> None:
     Trainer(_unet, DiffusionLoss(VPCosine()), _data(), _config(no_ema, ema_decay=None)).fit()
     with pytest.raises(ValueError, match="which='model'"):
         network_state_dict(no_ema)
+
+
+def test_lock_on_a_filesystem_without_flock(tmp_path: Path, monkeypatch) -> None:
+    """Where flock fails (some network filesystems) the recorded pid alone decides."""
+    import errno
+
+    from polydiff.core.training import lock as lock_mod
+
+    def no_flock(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(lock_mod.fcntl, "flock", no_flock)
+    run = tmp_path / "run"
+    with RunLock(run):
+        assert json.loads((run / ".lock").read_text())["pid"] == os.getpid()
+    assert not (run / ".lock").exists()
+    live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                            stdin=subprocess.PIPE)
+    try:
+        (run / ".lock").write_text(json.dumps({"pid": live.pid, "host": socket.gethostname()}))
+        with pytest.raises(RunLockedError, match=f"pid {live.pid}"):
+            RunLock(run).acquire()
+    finally:
+        live.stdin.close()
+        live.wait(timeout=TIMEOUT)
+    warned: list[str] = []
+    with RunLock(run, warn=warned.append):  # its process has ended: stale
+        pass
+    assert len(warned) == 1 and "not running" in warned[0]

@@ -140,16 +140,20 @@ class RunLock:
                 fd = os.open(self.path, os.O_RDWR)
             except FileNotFoundError:  # released meanwhile
                 return None
+        flocked = False
         try:
             if fcntl is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    flocked = True
                 except BlockingIOError:
                     if not _same_file(fd, self.path):  # the owner is releasing it right now
                         os.close(fd)
                         return None
                     raise RunLockedError(self._busy_message(lock_owner(self.directory) or {})) \
                         from None
+                except OSError:  # a filesystem without flock: the pid check alone decides
+                    pass
                 # the file we hold must still be the one at the path (not unlinked by a
                 # releasing owner between our open and our flock)
                 if not _same_file(fd, self.path):
@@ -157,7 +161,7 @@ class RunLock:
                     return None
             owner = {} if created else (lock_owner(self.directory) or {})
             if owner:  # a record whose owner does not hold the lock any more?
-                why = self._stale(owner)
+                why = self._stale(owner, flocked)
                 if why is None:
                     raise RunLockedError(self._busy_message(owner))
                 self.warn(f"warning: {self.directory}: taking over the stale lock of "
@@ -170,23 +174,23 @@ class RunLock:
         except BaseException:
             os.close(fd)
             raise
-        if fcntl is None:  # pragma: no cover - nothing to keep open
+        if not flocked:  # nothing to keep open
             os.close(fd)
             return -1
         return fd
 
-    def _stale(self, owner: dict[str, Any]) -> str | None:
-        """Why the lock file of ``owner`` is stale, or ``None`` when it may be live. Called
-        once this process holds the ``flock`` (where there is one), so the recorded owner does
-        not hold it. Another host's lock is never judged stale (its pid cannot be checked)."""
+    def _stale(self, owner: dict[str, Any], flocked: bool) -> str | None:
+        """Why the lock file of ``owner`` is stale, or ``None`` when it may be live. With
+        ``flocked`` this process holds the ``flock``, so the recorded owner does not. Another
+        host's lock is never judged stale (its pid cannot be checked)."""
         if owner.get("host") != socket.gethostname():
             return None
         pid = owner.get("pid")
         if isinstance(pid, int) and not _pid_alive(pid):
             return "that process is not running"
-        if fcntl is not None:
+        if flocked:
             return "that process no longer holds the lock"
-        return None  # pragma: no cover - no flock and a live pid: it may be the owner
+        return None  # no flock and a live pid: it may be the owner
 
     def _busy_message(self, owner: dict[str, Any]) -> str:
         other_host = owner.get("host") not in (None, socket.gethostname())
