@@ -3,7 +3,8 @@
 
 ``tools/`` is not a package: the scripts are loaded from their paths. Fake workspaces
 (pyproject files only, plus a git history for the CI matrix) live in ``tmp_path``; the
-release check builds and installs the real polydiff-core wheel.
+release check builds and installs the real polydiff-core and polydiff-tsdiff wheels (every
+member in the slow suite).
 """
 
 from __future__ import annotations
@@ -246,13 +247,55 @@ def test_release_check_wheel_metadata(good: Path, tmp_path: Path) -> None:
     assert len(problems) == 3
 
 
-def test_release_check_core(capsys) -> None:
-    """Build the real polydiff-core wheel, install it in a clean venv, import it there."""
-    rc = release_check.main(["--package", "polydiff-core", "--no-deps"])
+def test_release_check_top_packages_follow_the_layout() -> None:
+    """Importable packages come from the wheel's files: domain packages (polydiff.<x>), apps
+    under a namespace folder (polydiff.apps.<x>), the umbrella CLI, nested subpackages."""
+    names = ["polydiff/core/__init__.py", "polydiff/core/nn/__init__.py",
+             "polydiff/apps/tsdiff/__init__.py", "polydiff/apps/tsdiff/main.py",
+             "polydiff/cli/__init__.py", "polydiff/apps/sgmse/sub/__init__.py",
+             "polydiff/apps/sgmse/__init__.py", "polydiff/stray.py", "other/__init__.py",
+             "polydiff_x-0.1.0.dist-info/METADATA"]
+    assert release_check.top_packages(names) == [
+        "polydiff.apps.sgmse", "polydiff.apps.tsdiff", "polydiff.cli", "polydiff.core"]
+    assert release_check.top_packages(["polydiff/__init__.py"]) == []
+
+
+def test_release_check_app_wheel_metadata(good: Path, tmp_path: Path) -> None:
+    _, members = check_deps.load_workspace(good)
+    wheel = tmp_path / "polydiff_sgmse-0.2.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("polydiff/apps/sgmse/__init__.py", "")
+        zf.writestr("polydiff_sgmse-0.2.0.dist-info/METADATA",
+                    "Metadata-Version: 2.4\nName: polydiff-sgmse\nVersion: 0.2.0\n")
+    problems, modules = release_check.check_wheel(wheel, members["polydiff-sgmse"], members)
+    assert problems == [] and modules == ["polydiff.apps.sgmse"]
+
+
+@pytest.mark.parametrize("member", [
+    "polydiff-core",
+    "polydiff-tsdiff",  # an app: polydiff/apps/tsdiff/, no polydiff/<name>/ package
+])
+def test_release_check_real_wheels(member: str, capsys) -> None:
+    """Build the real wheel (and its siblings'), install it in a clean venv, import it there."""
+    rc = release_check.main(["--package", member, "--no-deps"])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "release_check: OK polydiff-core" in out
-    assert "imported polydiff.core from" in out and "/venv/" in out
+    assert f"release_check: OK {member}" in out
+    module = {"polydiff-core": "polydiff.core", "polydiff-tsdiff": "polydiff.apps.tsdiff"}
+    assert f"imported {module[member]} from" in out and "/venv/" in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~30 s per member on a busy 2-core machine
+def test_release_check_every_member(capsys) -> None:
+    """Every workspace member releases: packages, apps, and whatever is added later."""
+    _, members = check_deps.load_workspace(REPO)
+    rc = release_check.main(["--all", "--no-deps"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert f"{len(members)} of {len(members)} members OK" in out
+    for name in members:
+        assert f"release_check: OK {name} " in out, name
 
 
 # ----------------------------------------------------------------------------- shell tools

@@ -14,13 +14,16 @@ Steps, for ``--package polydiff-core`` (or ``core``):
    synced) and sibling wheels via ``--find-links``; with ``--no-deps`` only the built
    wheels, third-party packages then come from this interpreter's environment through a
    ``.pth`` path entry (plain paths: the workspace's editable installs stay invisible);
-4. in the clean venv (``python -I``), import every ``polydiff.<x>`` package the wheel
-   ships, require it to come from the venv rather than the workspace sources, and
-   check that every Requires-Dist (plus ``--extra`` ones) is installed at an admitted version.
+4. in the clean venv (``python -I``), import every top-level package the wheel ships under
+   the ``polydiff`` namespace (``polydiff.core``, ``polydiff.apps.tsdiff``, ...: read from
+   the wheel's file list, see :func:`top_packages`), require it to come from the venv rather
+   than the workspace sources, and check that every Requires-Dist (plus ``--extra`` ones) is
+   installed at an admitted version.
 
 Prints one summary line (problems above it) and exits 0 when all is well, 1 otherwise.
 
 Usage: ``uv run --locked python tools/release_check.py --package polydiff-core [--no-deps]``
+(``--all`` checks every workspace member in turn).
 """
 
 from __future__ import annotations
@@ -134,12 +137,23 @@ def check_wheel(wheel: Path, member: Member, members: dict[str, Member]) -> tupl
                 problems.append(f"Requires-Dist {text!r} does not admit {sibling.version}")
     if "polydiff/__init__.py" in names:
         problems.append("wheel ships polydiff/__init__.py; polydiff must stay a namespace")
-    modules = sorted({".".join(n.split("/")[:-1]) for n in names
-                      if n.count("/") == 2 and n.startswith("polydiff/")
-                      and n.endswith("/__init__.py")})
+    modules = top_packages(names)
     if not modules:
-        problems.append("wheel ships no polydiff.<name> package")
+        problems.append("wheel ships no package under the polydiff namespace")
     return problems, modules
+
+
+def top_packages(names: list[str], namespace: str = "polydiff") -> list[str]:
+    """The outermost regular packages under the PEP 420 namespace ``namespace`` in a wheel's
+    file list: folders with an ``__init__.py`` none of whose parents below the namespace has
+    one (``polydiff.core`` from ``polydiff/core/__init__.py``, ``polydiff.apps.tsdiff`` from
+    ``polydiff/apps/tsdiff/__init__.py`` when ``polydiff/apps/`` is a namespace too). Derived
+    from the wheel, so every member's layout (packages, apps, future ones) is covered."""
+    inits = {tuple(n.split("/")[:-1]) for n in names
+             if n.startswith(namespace + "/") and n.endswith("/__init__.py")}
+    roots = {parts for parts in inits
+             if len(parts) >= 2 and not any(parts[:i] in inits for i in range(2, len(parts)))}
+    return sorted(".".join(parts) for parts in roots)
 
 
 def required(wheel: Path, extras: list[str]) -> dict[str, object]:
@@ -223,12 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("--package", required=True, help="member, e.g. polydiff-core or core")
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--package", help="member, e.g. polydiff-core or core")
+    which.add_argument("--all", action="store_true", help="every workspace member in turn")
     ap.add_argument("--no-deps", action="store_true",
                     help="install only the built wheels; reuse this environment's packages")
     ap.add_argument("--extra", action="append", default=[], help="also install/check an extra")
     ap.add_argument("--keep", type=Path, metavar="DIR",
-                    help="work in DIR (must not exist) and keep it: wheels in DIR/dist")
+                    help="work in DIR (must not exist) and keep it: wheels in DIR/dist "
+                    "(DIR/<member>/dist with --all)")
     ap.add_argument("--root", type=Path, default=ROOT, help="workspace root (default: %(default)s)")
     args = ap.parse_args(argv)
     try:
@@ -236,14 +253,23 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("release_check: needs `packaging`; run it with `uv run --locked`", file=sys.stderr)
         return 2
+    root = args.root.resolve()
+    names = sorted(load_workspace(root)[1]) if args.all else [args.package]
     if args.keep:
         args.keep.mkdir(parents=True)
-    ok, summary, problems = release_check(args.root.resolve(), args.package, args.no_deps,
-                                          args.extra, args.keep)
-    for p in problems:
-        print(p)
-    print(summary)
-    return 0 if ok else 1
+    failed = 0
+    for name in names:
+        keep = (args.keep / name if args.all else args.keep) if args.keep else None
+        if keep is not None and args.all:
+            keep.mkdir()
+        ok, summary, problems = release_check(root, name, args.no_deps, args.extra, keep)
+        for p in problems:
+            print(p)
+        print(summary, flush=True)
+        failed += not ok
+    if args.all:
+        print(f"release_check: {len(names) - failed} of {len(names)} members OK")
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":

@@ -44,6 +44,10 @@ def test_two_process_gloo_matches_one_process(tmp_path: Path) -> None:
     finally:
         out, err = job.communicate(timeout=300)
     assert job.returncode == 0, (out + err)[-3000:]
+    # teardown: every rank's process group (and its threads) is gone after gpu.destroy(), so
+    # nothing of it runs into interpreter shutdown (where a rank used to abort now and then)
+    for r in (0, 1):
+        assert f"rank {r}: gloo threads after destroy: 0" in out, out[-2000:]
 
     model_d, ema_d, state_d = load_checkpoint(latest_checkpoint(ddp_dir / "checkpoints"))
     model_s, ema_s, state_s = load_checkpoint(latest_checkpoint(one_dir / "checkpoints"))
@@ -60,3 +64,24 @@ def test_two_process_gloo_matches_one_process(tmp_path: Path) -> None:
     # only rank 0 wrote the run directory
     assert (ddp_dir / "config.json").is_file()
     assert json.loads((ddp_dir / "config.json").read_text())["resolved"]["world_size"] == 2
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                    reason="torch built without distributed/Gloo")
+def test_torchrun_into_a_locked_run_folder_stops_every_rank(tmp_path: Path) -> None:
+    """Rank 0 finds the run folder locked: every rank stops with the one-line reason (the
+    other ranks do not wait forever in the next collective)."""
+    from polydiff.core.training import RunLock
+
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", CI="true", POLYDIFF_DEVICE="cpu")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", str(SCRIPT), "--run-dir", str(run), "--data", "fixed", "--steps", "2"]
+    with RunLock(run):
+        job = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert job.returncode != 0
+    text = job.stdout + job.stderr
+    assert text.count(f"run folder is in use by pid {os.getpid()}") >= 2, text[-3000:]
+    assert not (run / "stats.jsonl").exists()

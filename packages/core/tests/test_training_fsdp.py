@@ -17,11 +17,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from polydiff.core.nn import UNet, UNetConfig
 from polydiff.core.training import TrainConfig, latest_checkpoint, load_checkpoint
 from polydiff.core.training.fsdp import (
     default_fsdp_units,
     optimizer_state_by_index,
     optimizer_state_by_name,
+    shard_module,
 )
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
@@ -110,15 +112,42 @@ class _Block(nn.Module):
         super().__init__()
         self.inner = nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 2)])
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner[1](self.inner[0](x))
+
+
+class _Level(nn.Module):
+    """A container without a forward (its parent calls the children), like a U-Net level."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Linear(2, 2)])
+        self.down = nn.Linear(2, 2)
+
 
 def test_default_units_are_list_children_innermost_first() -> None:
     model = nn.Sequential(nn.Linear(2, 2), nn.ModuleList([_Block(), nn.Linear(2, 2)]))
     units = default_fsdp_units(model)
     block, last = model[1][0], model[1][1]
-    expected = [block.inner[1], block.inner[0], last, block]  # pre-order, reversed
+    expected = [last, block.inner[1], block.inner[0], block]  # pre-order, reversed
     assert [id(u) for u in units] == [id(u) for u in expected]
     assert units.index(block.inner[0]) < units.index(block)  # children before parents
     assert default_fsdp_units(nn.Sequential(nn.Linear(2, 2))) == []
+
+
+def test_containers_without_forward_are_never_units() -> None:
+    """A unit's parameters are gathered only inside its own forward: a container that is
+    never called is replaced by its children (this is what broke the U-Net under FSDP)."""
+    levels = nn.ModuleList([_Level(), _Level()])
+    units = default_fsdp_units(nn.Sequential(levels))
+    assert not any(isinstance(u, _Level) for u in units)
+    expected = {id(m) for lv in levels for m in (lv.blocks[0], lv.down)}
+    assert {id(u) for u in units} == expected
+    unet_units = default_fsdp_units(UNet(UNetConfig.tiny(dims=2)))
+    assert unet_units and all(type(u).forward is not nn.Module.forward for u in unet_units)
+    mesh = None  # never reached: the check comes before any sharding
+    with pytest.raises(ValueError, match="no forward of its own"):
+        shard_module(nn.Sequential(levels), levels, mesh, lambda m: [m[0]])
 
 
 def test_optimizer_state_name_index_round_trip() -> None:

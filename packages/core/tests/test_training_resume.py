@@ -71,7 +71,11 @@ def test_resume_after_sigkill_is_exact(tmp_path: Path) -> None:
     assert torch.load(pt, weights_only=True)["data"]["samples_seen"] == 40 * 16
     # every step logged once, with the same losses as the uninterrupted run
     assert _stats(killed_dir) == _stats(ref_dir)
-    # keep_last=2: only checkpoints 35 and 40 remain
+    # keep_last=2: only checkpoints 35 and 40 remain (weights, train state, manifest)
     assert sorted(p.name for p in ckpt_dir.glob("ckpt-*")) == [
-        "ckpt-00000035.pt", "ckpt-00000035.safetensors", "ckpt-00000040.pt",
-        "ckpt-00000040.safetensors"]
+        "ckpt-00000035.json", "ckpt-00000035.pt", "ckpt-00000035.safetensors",
+        "ckpt-00000040.json", "ckpt-00000040.pt", "ckpt-00000040.safetensors"]
+    # the killed run's lock file was stale: the resumed run took it over with one warning
+    # and removed it at the end
+    assert "taking over the stale lock of pid" in resumed.stderr
+    assert not (killed_dir / ".lock").exists()

@@ -11,8 +11,9 @@ A 2-D MLP denoiser (epsilon prediction, VP-cosine process) trained with ``Diffus
 ``--kill-at K`` makes the process SIGKILL itself right after step ``K`` (deterministic
 "crash"). ``--restart-at K`` trains to step ``K``, drops the trainer and resumes in a new one
 (same process). Runs under ``torchrun`` too, with ``--strategy ddp`` or ``fsdp`` (each
-``nn.Linear`` its own FSDP unit, inside the root unit). Importable: :func:`build` returns the
-trainer.
+``nn.Linear`` its own FSDP unit, inside the root unit); at the end each rank prints how many
+Gloo threads are still alive after ``polydiff.gpu.destroy()`` (must be 0: a group that outlives
+it runs on into interpreter shutdown). Importable: :func:`build` returns the trainer.
 """
 
 from __future__ import annotations
@@ -99,9 +100,28 @@ def main() -> None:
                         grad_accum=a.grad_accum, ckpt_every=a.ckpt_every, kill_at=a.kill_at,
                         strategy=a.strategy, grad_clip=a.grad_clip)
         trainer.fit(resume=True)
-    from polydiff.gpu import destroy
+        trainer.close()
+    from polydiff.gpu import destroy, rank
 
+    r = rank()
     destroy()
+    # the process group's threads must be gone before the interpreter shuts down
+    print(f"rank {r}: gloo threads after destroy: {len(_gloo_threads())}", flush=True)
+
+
+def _gloo_threads() -> list[str]:
+    """Names of this process's Gloo threads (Linux; ``[]`` elsewhere)."""
+    tasks = "/proc/self/task"
+    if not os.path.isdir(tasks):
+        return []
+    names = []
+    for t in os.listdir(tasks):
+        try:
+            with open(f"{tasks}/{t}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            continue
+    return [n for n in names if "gloo" in n]
 
 
 if __name__ == "__main__":

@@ -8,12 +8,24 @@ default process group with ``init_method="env://"``. Without those variables it 
 nothing and reports a one-process world, and every helper here (``barrier``,
 ``all_reduce_mean``, ``rank_zero_print``, ...) degrades to the single-process behaviour, so
 training code needs no branches.
+
+Teardown. :func:`destroy` must be able to free the process group while the interpreter is
+fully alive: a Gloo group owns two worker threads and a TCP loop thread, joined only when the
+group object dies. ``torch.distributed.nn.functional`` takes ``group.WORLD`` as a default
+argument value when it is *imported*; imported after the group exists (DDP's first use
+imports it, through ``torch._dynamo`` and ``torch.distributed._shard``), it keeps the group
+alive after ``destroy_process_group()``, so those threads ran on into interpreter shutdown,
+where a rank aborted now and then ("terminate called without an active exception", seen under
+load). :func:`init_distributed` therefore imports that module *before* it creates the group
+(its defaults are then ``None``), and :func:`destroy` frees the group and joins its threads.
 """
 
 from __future__ import annotations
 
 import builtins
 import functools
+import gc
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,6 +137,9 @@ def init_distributed(backend: str | None = None) -> DistInfo:
         torch.cuda.set_device(device)
     if not is_distributed():
         chosen = backend or ("nccl" if device.type == "cuda" else "gloo")
+        # before the group exists: imported later, it would pin the group (module docstring)
+        importlib.import_module("torch.distributed.nn.functional")
+
         dist.init_process_group(
             backend=chosen,
             init_method="env://",
@@ -184,3 +199,4 @@ def destroy() -> None:
     if is_distributed():
         barrier()
         dist.destroy_process_group()
+        gc.collect()  # objects in reference cycles that still hold the group

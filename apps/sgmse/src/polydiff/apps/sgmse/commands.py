@@ -40,7 +40,19 @@ def _say(msg: str) -> None:
 
 # ----------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
-    """``sgmse train``: train SGMSE+ or the baseline on paired folders."""
+    """``sgmse train``: train SGMSE+ or the baseline on paired folders. The run folder is
+    the engine's (:func:`polydiff.core.training.start_run`): locked while training, refused
+    when not empty unless ``--resume`` (the saved settings are the base) or ``--overwrite``;
+    the model is built under the seed."""
+    from polydiff.core.training import seeded
+    from polydiff.core.training.runs import start_run
+
+    with start_run(args.output, resume=args.resume, overwrite=args.overwrite,
+                   settings_name=TRAIN_FILE, outputs=("model",)), contextlib.ExitStack() as scope:
+        return _train(args, lambda seed: scope.enter_context(seeded(seed)))
+
+
+def _train(args: argparse.Namespace, seed_model: Any) -> int:
     out = Path(args.output)
     base = args.config
     if args.resume and base is None and (out / TRAIN_FILE).is_file():
@@ -50,11 +62,9 @@ def cmd_train(args: argparse.Namespace) -> int:
              "device": "device", "seed": "seed"}
     overrides = _overrides(args, flags) + (["model=predictive"] if args.predictive else [])
     settings = load_config(TrainSettings, base, overrides)
+    seed_model(settings.seed)  # the model built below starts from --seed (the engine's seeded)
     if out.exists() and not out.is_dir():
         raise CLIError(f"{out}: exists and is not a folder")
-    if not args.resume and out.is_dir() and any(out.iterdir()):
-        raise CLIError(f"{out}: run folder exists and is not empty (pass --resume to "
-                       "continue it, or choose another -o)")
     data = Path(args.data)
     if not data.is_dir():
         raise CLIError(f"{data}: no such dataset folder")

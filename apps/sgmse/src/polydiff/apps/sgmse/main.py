@@ -75,8 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default: 0)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in RUN from its latest checkpoint (its saved "
+                   help="continue the run in RUN from its newest intact checkpoint (its saved "
                    "sgmse.toml is the base settings)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start the run in RUN over (deletes its checkpoints, logs, model and "
+                   "settings; other files stay)")
     _common(p, example="lr=3e-4 network.base_channels=48")
 
     p = sub.add_parser("enhance", help="enhance a file or every audio file of a folder",

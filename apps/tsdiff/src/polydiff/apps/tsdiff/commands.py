@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -63,7 +62,25 @@ def _new_output(path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- train
+TRAIN_FILE = "train.toml"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    """``tsdiff train``. The run folder is the engine's
+    (:func:`polydiff.core.training.start_run`): locked while training, refused when not empty
+    unless ``--resume`` (continue from the newest intact checkpoint; the saved ``train.toml``
+    is the base settings) or ``--overwrite`` (start over); the model is built under the seed
+    and a checkpoint is written every tenth of the run."""
+    from polydiff.core.training.runs import start_run
+
+    with start_run(args.output, resume=args.resume, overwrite=args.overwrite,
+                   settings_name=TRAIN_FILE, outputs=("model", wf.META_NAME, "loss.png")) as run:
+        if run.saved_settings is not None and args.config is None:
+            args.config = str(run.saved_settings)
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     s = load_config(TrainSettings, args.config, args.set)
     for key in ("preset", "prediction_length", "context_length", "steps", "batch_size",
                 "holdout", "seed"):
@@ -91,14 +108,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             "prediction_length": horizon, "context_length": cfg.context_length,
             "lags": list(cfg.lags), "preset": s.preset, "holdout": s.holdout,
             "items": data.item_ids, "steps": s.steps}
-    if out.exists():  # a fresh run: never resume a differently configured one
-        for name in ("model", "checkpoints", "stats.jsonl", "log.txt", "config.json"):
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    save_config(s, out / TRAIN_FILE)  # before training: what --resume of a killed run reads
     tic = time.perf_counter()
     model = wf.train_model(cfg, series, out, steps=s.steps, batch_size=s.batch_size, lr=s.lr,
-                           seed=s.seed, meta=meta)
-    save_config(s, out / "train.toml")
+                           seed=s.seed, meta=meta, resume=args.resume,
+                           ckpt_every=max(1, s.steps // 10))
     figures = _loss_curve(out)
     losses = _losses(out)
     emit({"run": str(out), "model": str(out / "model"), "freq": data.freq,

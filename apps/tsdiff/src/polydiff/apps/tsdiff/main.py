@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave the last K horizons of every series out of training, for "
                    "'tsdiff evaluate --windows K' (default: 0)")
     p.add_argument("--seed", type=int, help="random seed (default: 0)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT from its newest intact checkpoint (its saved "
+                   "train.toml is the base settings; pass the same data)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start the run in OUT over (deletes its checkpoints, logs, model and "
+                   "settings; other files stay)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_config_args(p)
 

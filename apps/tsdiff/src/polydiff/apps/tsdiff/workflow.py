@@ -142,23 +142,25 @@ def make_config(preset: str, freq: str, prediction_length: int,
 
 def train_model(config: TSDiffConfig, series: Sequence[np.ndarray], run_dir: Path, *,
                 steps: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-                resume: bool = False, progress: bool = True, meta: dict[str, Any] | None = None
-                ) -> TSDiffModel:
-    """Train a fresh model with the engine's Trainer (:func:`~polydiff.timeseries.tsdiff.
-    train.train_tsdiff`) into ``run_dir`` and write ``run_dir/tsdiff.json`` (``meta``)."""
+                resume: bool = False, progress: bool = True, meta: dict[str, Any] | None = None,
+                ckpt_every: int = 0) -> TSDiffModel:
+    """Train a model built under ``seed`` (:func:`polydiff.core.training.seeded`) with the
+    engine's Trainer (:func:`~polydiff.timeseries.tsdiff.train.train_tsdiff`) into ``run_dir``
+    (``resume``: from its newest intact checkpoint; ``ckpt_every``: steps between checkpoints,
+    0 only at the end) and write ``run_dir/tsdiff.json`` (``meta``)."""
     import torch
 
+    from polydiff.core.training import seeded
     from polydiff.timeseries.tsdiff.model import TSDiffModel
     from polydiff.timeseries.tsdiff.train import train_tsdiff
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = TSDiffModel(config)
     with stdout_to_stderr():
         train_tsdiff(model, series, run_dir, steps=steps, batch_size=batch_size, lr=lr,
                      seed=seed, device="cpu" if not torch.cuda.is_available() else "auto",
                      resume=resume, progress=progress, log_every=max(1, min(50, steps // 20)),
-                     ckpt_every=0)
+                     ckpt_every=ckpt_every)
     atomic_write(Path(run_dir) / META_NAME, json.dumps(meta or {}, indent=2) + "\n")
     return model
 

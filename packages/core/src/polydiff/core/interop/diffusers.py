@@ -437,11 +437,26 @@ _CLASSES: dict[str, type] = {}
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy :class:`PolydiffScheduler`: diffusers is imported on first access only."""
+    """Lazy :class:`PolydiffScheduler`: diffusers is imported on first access only.
+
+    Pipelines. ``DiffusionPipeline.save_pretrained`` records a component whose library is not
+    diffusers or transformers under its module path, ``["polydiff.core.interop.diffusers",
+    "PolydiffScheduler"]``. On load, diffusers takes that module from ``sys.modules`` (so
+    import this module first) and looks the loadable base classes up *by name in the
+    component's module* (``SchedulerMixin`` -> ``from_pretrained``), also to type-check a
+    scheduler passed explicitly; so this module also answers ``SchedulerMixin`` (and
+    ``ConfigMixin``) with diffusers' classes. Then ``DDPMPipeline.from_pretrained(path)``
+    rebuilds the scheduler from its saved config, as for diffusers' own schedulers."""
     if name == "PolydiffScheduler":
         if name not in _CLASSES:
             _CLASSES[name] = _scheduler_class()
         return _CLASSES[name]
+    if name in ("SchedulerMixin", "ConfigMixin"):
+        _require_diffusers()
+        from diffusers.configuration_utils import ConfigMixin
+        from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+        return {"SchedulerMixin": SchedulerMixin, "ConfigMixin": ConfigMixin}[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -42,10 +42,10 @@ class TrainConfig:
 
     Execution:
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 adds a GradScaler).
-        seed: seeds the data order, the per-step noise generators and the global RNGs.
-            The model is built before the trainer, so its initial weights are not covered:
-            call ``polydiff.gpu.seed_everything(seed)`` before constructing it (under DDP,
-            rank 0's initial weights are broadcast to every rank anyway).
+        seed: seeds the data order, the per-step noise generators and the global RNGs, and
+            the initial weights when the trainer is given a model factory (or the model is
+            built under ``polydiff.core.training.seeded(seed)``; under DDP rank 0's initial
+            weights are broadcast to every rank anyway).
         device: ``"auto"`` (CUDA > MPS > CPU, or ``$POLYDIFF_DEVICE``) or a device name.
         compile: run the forward/loss through ``torch.compile`` (eager fallback on failure).
         shuffle: shuffle in-memory datasets each epoch (a permutation seeded by

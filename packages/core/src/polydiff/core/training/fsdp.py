@@ -36,12 +36,37 @@ __all__ = [
 UnitsFn = Callable[[nn.Module], Iterable[nn.Module]]
 
 
+def _runs_forward(module: nn.Module) -> bool:
+    """Whether ``module`` defines its own ``forward`` (a plain container such as a U-Net
+    level, whose children its parent calls directly, does not: it is never called)."""
+    return type(module).forward is not nn.Module.forward
+
+
 def default_fsdp_units(model: nn.Module) -> list[nn.Module]:
     """The default FSDP units of ``model``: every child of every ``nn.ModuleList`` (the
-    repeated blocks of transformers, U-Nets, WaveNets), deepest first. Parameters outside
-    them belong to the root unit (the whole objective), gathered for the whole forward."""
-    units = [child for m in model.modules() if isinstance(m, nn.ModuleList) for child in m]
-    return units[::-1]  # fully_shard goes bottom-up: nested units before their parents
+    repeated blocks of transformers, U-Nets, WaveNets) whose ``forward`` runs, deepest first.
+
+    A unit's parameters are all-gathered by hooks around its *own* ``forward``, so a child
+    that is only a container (a U-Net level holding ResNet blocks and a downsampler, called
+    one by one by the U-Net) cannot be a unit: its place is taken by its children, down to
+    modules that define ``forward`` (a container's direct parameters, if any, stay with the
+    enclosing unit). Parameters outside every unit belong to the root unit (the whole
+    objective), gathered for the whole forward."""
+    chosen: set[int] = set()
+
+    def add(module: nn.Module) -> None:
+        if isinstance(module, nn.ModuleList | nn.ModuleDict) or not _runs_forward(module):
+            for child in module.children():
+                add(child)
+        else:
+            chosen.add(id(module))
+
+    for m in model.modules():
+        if isinstance(m, nn.ModuleList):
+            for child in m:
+                add(child)
+    # reversed pre-order: fully_shard goes bottom-up, nested units before their parents
+    return [m for m in model.modules() if id(m) in chosen][::-1]
 
 
 def shard_module(root: nn.Module, model: nn.Module, mesh: Any,
@@ -56,6 +81,9 @@ def shard_module(root: nn.Module, model: nn.Module, mesh: Any,
     for unit in chosen:
         if id(unit) not in inside:
             raise ValueError(f"FSDP unit {type(unit).__name__} is not a submodule of the model")
+        if not _runs_forward(unit):
+            raise ValueError(f"FSDP unit {type(unit).__name__} has no forward of its own, so "
+                             "its parameters would never be gathered: choose its children")
         fully_shard(unit, mesh=mesh, **kwargs)
     fully_shard(root, mesh=mesh, **kwargs)
     return root

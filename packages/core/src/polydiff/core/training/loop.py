@@ -20,7 +20,8 @@ shared filesystem across machines); logged losses are averaged over ranks.
 FSDP. With ``TrainConfig(strategy="fsdp")`` the objective is sharded with FSDP2
 (``torch.distributed.fsdp.fully_shard``, Zhao et al. 2023) over a 1-D device mesh of all ranks
 (CUDA/NCCL or CPU/Gloo) instead of being wrapped in DDP: every unit of
-:func:`~polydiff.core.training.fsdp.default_fsdp_units` (children of ``nn.ModuleList``s; or
+:func:`~polydiff.core.training.fsdp.default_fsdp_units` (children of ``nn.ModuleList``s that
+run a ``forward`` of their own, containers replaced by their children; or
 ``fsdp_units(model)``) and then the whole objective. Parameters, gradients, AdamW state and the
 EMA shadows are ``DTensor`` shards (``1 / W`` of the model per rank); the loop is the same:
 accumulation skips the reduce-scatter on all but the last micro-batch
@@ -31,6 +32,24 @@ Checkpoints gather full state dicts (``torch.distributed.checkpoint.state_dict``
 offloaded to rank 0's CPU): the files are the same as a single process writes and load under
 any strategy and world size. After training, ``trainer.model`` holds shards; take full weights
 (e.g. for ``save_pretrained``) with :meth:`Trainer.full_state_dict` (a collective).
+
+Run folder. Rank 0 holds the run folder's lock
+(:class:`~polydiff.core.training.lock.RunLock`) from construction until :meth:`Trainer.fit`
+returns (or :meth:`Trainer.close`): a second training into the same folder fails with one line.
+Resuming reads the newest *intact* checkpoint (:func:`~polydiff.core.training.checkpoint.
+find_checkpoint`): a damaged latest one is skipped with one warning line, and when none is
+intact the run stops with one error line (:class:`~polydiff.core.training.checkpoint.
+CheckpointError`). Every checkpoint also records the hub network inside the model
+(:mod:`~polydiff.core.training.export`), so :func:`~polydiff.core.training.export.
+export_network` can write the bare network from the run folder.
+
+Seeding. Pass a *factory* (``lambda: ModelDenoiser(UNet(cfg), process)``) instead of a model
+and the trainer builds it under :func:`~polydiff.core.training.seeding.seeded` ``(seed)``:
+the initial weights are then a function of ``TrainConfig.seed`` too.
+
+Teardown. Under torchrun call :meth:`Trainer.close` (drops the DDP/FSDP wrappers that hold the
+process group) before :func:`polydiff.gpu.destroy`, so the group's threads end before the
+interpreter does.
 
 Non-finite guard. After the backward passes the loss and the global gradient norm are
 checked (all ranks agree: the check is all-reduced); if either is NaN/inf the optimizer step
@@ -57,10 +76,11 @@ from tqdm.auto import tqdm
 
 from polydiff import gpu
 from polydiff.core.losses import DiffusionLoss
-from polydiff.core.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from polydiff.core.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from polydiff.core.training.config import TrainConfig
 from polydiff.core.training.data import as_data_source, mix_seed
 from polydiff.core.training.ema import EMA
+from polydiff.core.training.export import NETWORK_KEY, network_record
 from polydiff.core.training.fsdp import (
     UnitsFn,
     full_tensors,
@@ -69,7 +89,9 @@ from polydiff.core.training.fsdp import (
     load_full_state,
     shard_module,
 )
+from polydiff.core.training.lock import RunLock, RunLockedError
 from polydiff.core.training.rundir import RunDir, next_run_dir
+from polydiff.core.training.seeding import build_seeded
 from polydiff.core.utils import quiet
 
 __all__ = ["Trainer", "as_objective"]
@@ -133,7 +155,9 @@ class Trainer:
 
     Args:
         model: the network (or a :class:`~polydiff.core.denoiser.Denoiser` around it); moved
-            to the device. Its state (and its EMA) is what checkpoints hold.
+            to the device. Its state (and its EMA) is what checkpoints hold. Or a
+            zero-argument factory returning it, called under
+            :func:`~polydiff.core.training.seeding.seeded` ``(config.seed)``.
         loss_fn: ``loss_fn(model, batch, generator) -> loss`` (a scalar, or per-sample losses
             that are averaged), or a :class:`~polydiff.core.losses.DiffusionLoss`
             (:func:`as_objective`). Use ``generator`` for all noise so runs are reproducible.
@@ -166,6 +190,15 @@ class Trainer:
             raise ValueError(f"batch_size / grad_accum = {cfg.micro_batch} is not divisible "
                              f"by the world size {self.world_size}")
         self.local_batch = cfg.micro_batch // self.world_size
+        if not isinstance(model, nn.Module):
+            if not callable(model):
+                raise TypeError(f"model must be an nn.Module or a factory returning one, got "
+                                f"{type(model).__name__}")
+            model = build_seeded(model, cfg.seed)
+            if not isinstance(model, nn.Module):
+                raise TypeError(f"the model factory returned a {type(model).__name__}, not "
+                                "an nn.Module")
+        self._network = network_record(model)  # before FSDP renames the module classes
         self.model = model.to(self.device)
         self._module: nn.Module = _Objective(self.model, as_objective(loss_fn))
         self._ddp: nn.parallel.DistributedDataParallel | None = None
@@ -199,6 +232,17 @@ class Trainer:
         self._gen = torch.Generator(device=self.device)
         self.run_dir = self._resolve_run_dir()
         self.run: RunDir | None = None
+        self._lock: RunLock | None = None
+        failure: list[str | None] = [None]
+        if self.rank == 0:
+            try:
+                self._lock = RunLock(self.run_dir, warn=_log_to_stderr).acquire()
+            except RunLockedError as err:
+                failure[0] = str(err)
+        if self.world_size > 1:  # every rank stops, not only rank 0
+            dist.broadcast_object_list(failure, src=0)
+        if failure[0] is not None:
+            raise RunLockedError(failure[0])
         if self.rank == 0:
             self.run = RunDir(self.run_dir, print_fn=_log_to_stderr)
 
@@ -344,18 +388,29 @@ class Trainer:
                 "data": {"samples_seen": seen, **self.data.state_dict()},
                 "config_json": json.dumps(self.config.to_dict(), default=str),
             }
+            meta = {"config": state["config_json"]}
+            if self._network is not None:
+                meta[NETWORK_KEY] = json.dumps(self._network, sort_keys=True)
             path = save_checkpoint(
                 self.checkpoint_dir, self.step, model_state, state, ema_state=ema_state,
-                metadata={"config": state["config_json"]}, keep_last=self.config.keep_last)
+                metadata=meta, keep_last=self.config.keep_last)
             self._log(f"step {self.step}: checkpoint {path.name}")
         gpu.barrier()
         return path
 
     def load_checkpoint(self, path: str | Path | None = None) -> bool:
-        """Restore everything from ``path`` (default: the run's latest); ``False`` if none."""
-        path = latest_checkpoint(self.checkpoint_dir) if path is None else Path(path)
+        """Restore everything from ``path`` (default: the run's newest intact checkpoint, a
+        damaged newer one skipped with one warning line); ``False`` if there is none. Raises
+        :class:`~polydiff.core.training.checkpoint.CheckpointError` for a damaged ``path`` or
+        when no checkpoint of the run is intact."""
         if path is None:
-            return False
+            path, problems = find_checkpoint(self.checkpoint_dir)
+            if path is None:
+                return False
+            if problems:
+                self._log(f"warning: skipped damaged checkpoint(s): {'; '.join(problems)}; "
+                          f"resuming from {path.stem}")
+        path = Path(path)
         fsdp = self.strategy == "fsdp"  # full tensors on CPU, then cut into this rank's shards
         model_state, ema_state, state = load_checkpoint(path, "cpu" if fsdp else self.device)
         if self.ema is not None and ema_state is None:
@@ -384,6 +439,32 @@ class Trainer:
     def fit(self, resume: bool = True) -> dict[str, Any]:
         """Train until ``config.steps``; with ``resume`` continue from the latest checkpoint
         of the run directory when there is one. Returns a summary."""
+        if self.rank == 0 and self._lock is None:  # released by an earlier fit() or close()
+            self._lock = RunLock(self.run_dir, warn=_log_to_stderr).acquire()
+            if self.run is None:
+                self.run = RunDir(self.run_dir, print_fn=_log_to_stderr)
+        try:
+            return self._fit(resume)
+        finally:
+            if self.run is not None:
+                self.run.close()
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def close(self) -> None:
+        """Release the run folder (its lock and log files) and drop the DDP/FSDP wrappers,
+        which hold the process group: call it before :func:`polydiff.gpu.destroy`.
+        ``trainer.model`` stays usable (under FSDP it holds shards)."""
+        if self.run is not None:
+            self.run.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        self._ddp = None
+        self._forward = self._module
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         cfg = self.config
         if not (resume and self.load_checkpoint()):
             gpu.seed_everything(cfg.seed + self.rank)
@@ -414,7 +495,6 @@ class Trainer:
         bar.close()
         if self.run is not None:
             self._log(f"done: step {self.step}, {self.skipped} skipped step(s)")
-            self.run.close()
         return {"step": self.step, "skipped": self.skipped, "loss": last.get("loss"),
                 "run_dir": str(self.run_dir)}
 
