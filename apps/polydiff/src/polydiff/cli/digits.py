@@ -235,8 +235,9 @@ def train_digits(s: DigitsSettings, run_dir: Path, *, resume: bool = False,
 
     x_tr, y_tr, _, _ = load_digits_split()
     sigma_data = float(x_tr.std())
-    with torch.random.fork_rng(devices=[]):  # a seeded initialisation, global RNG kept
-        torch.manual_seed(0)
+    from polydiff.core.training import seeded
+
+    with seeded(0):  # the engine's seeded construction (the global RNG is kept)
         net = _network(s)
     denoiser = _denoiser(net, sigma_data)
     loss = DiffusionLoss(denoiser.process, weighting="edm", time_sampling="lognormal",

@@ -388,7 +388,7 @@ class Trainer:
                 "data": {"samples_seen": seen, **self.data.state_dict()},
                 "config_json": json.dumps(self.config.to_dict(), default=str),
             }
-            meta = {"config": state["config_json"]}
+            meta: dict[str, str] = {"config": str(state["config_json"])}
             if self._network is not None:
                 meta[NETWORK_KEY] = json.dumps(self._network, sort_keys=True)
             path = save_checkpoint(
