@@ -294,7 +294,6 @@ def write_starter(out: Path, s: DigitsSettings | None = None, *, resume: bool = 
     (command, settings, commit, device, wall time, loss curve and the held-out metrics that
     :func:`rescore` reproduces). Returns the manifest."""
     import json
-    import platform
     import subprocess
 
     import torch
@@ -316,8 +315,8 @@ def write_starter(out: Path, s: DigitsSettings | None = None, *, resume: bool = 
         "model": "digits class-conditional U-Net (EDM preconditioning)",
         "train_command": TRAIN_COMMAND + (f" --steps {s.steps}" if s.steps != FULL.steps
                                           else ""),
-        "commit": commit or "unknown", "device": f"cpu ({platform.processor() or 'x86_64'}, "
-        f"{torch.get_num_threads()} threads)", "torch": torch.__version__,
+        "commit": commit or "unknown", "device": _device_name(denoiser),
+        "torch": torch.__version__,
         "train_seconds": round(train_s, 1), "steps": steps,
         "settings": {k: getattr(s, k) for k in DigitsSettings.__dataclass_fields__},
         "sigma_data": float(x_tr.std()),
@@ -325,12 +324,24 @@ def write_starter(out: Path, s: DigitsSettings | None = None, *, resume: bool = 
         "loss_curve": {"step": steps_logged, "loss": [round(v, 6) for v in losses]},
         "rescore_per_class": rescore_per_class,
     }
-    manifest["heldout_metrics"] = rescore(denoiser, per_class=rescore_per_class,
+    # scored on the CPU, where the re-scoring test runs (same noise, same arithmetic)
+    manifest["heldout_metrics"] = rescore(denoiser.cpu(), per_class=rescore_per_class,
                                           guidance=s.guidance)
     with atomic_dir(out / "starter") as tmp:
         denoiser.model.save_pretrained(tmp)  # an existing folder: the weights go inside
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return manifest
+
+
+def _device_name(module: Any) -> str:
+    import platform
+
+    import torch
+
+    dev = next(module.parameters()).device
+    if dev.type == "cuda":
+        return f"{torch.cuda.get_device_name(dev)} (cuda)"
+    return f"cpu ({platform.machine() or 'unknown'}, {torch.get_num_threads()} threads)"
 
 
 def rescore(denoiser: Any, *, per_class: int = 20, guidance: float = 2.0) -> dict[str, float]:
