@@ -222,7 +222,7 @@ def distill(teacher: Denoiser, data: Any, teacher_grid: Tensor, *, target_steps:
     current = teacher
     while grid.numel() - 1 > target_steps:
         loss = ProgressiveDistillationLoss(current, grid, weighting)
-        student = copy.deepcopy(current)
+        student = copy.deepcopy(current).requires_grad_(True)  # a frozen teacher's copy too
         for p in current.parameters():
             p.requires_grad_(False)
         steps_now = grid.numel() - 1

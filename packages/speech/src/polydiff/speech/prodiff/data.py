@@ -232,7 +232,8 @@ def formant_utterances(n: int = 64, voice: str = "en-us", *, seed: int = 0,
 class Corpus:
     """Featurized, aligned utterances: per item ``ids``, ``stress``, ``word_start``
     ``(N,)``, ``mel`` ``(T, n_mels)`` (natural-log mel, *not* normalised), ``durations``
-    ``(N,)``, ``pitch`` and ``energy`` ``(N,)`` (normalised per token), ``f0`` ``(T,)``;
+    ``(N,)``, ``pitch`` and ``energy`` ``(N,)`` (normalised per token), ``f0`` ``(T,)``,
+    ``wave`` (at the mel's sample rate);
     ``names``, the vocabulary and the statistics."""
 
     items: list[dict[str, Tensor]]
@@ -308,7 +309,8 @@ def _build(utterances: Sequence[Utterance], cfg: MelConfig, vocab: PhonemeVocab 
         lm = log_mel(wave, cfg)
         if lm.shape[0] < len(ids):
             continue
-        raw.append((u, ids, stress, word, lm, yin_f0(wave, cfg), energy(wave, cfg)))
+        raw.append((u, ids, stress, word, lm, yin_f0(wave, cfg), energy(wave, cfg),
+                    torch.as_tensor(np.asarray(wave, dtype=np.float32))))
     if not raw:
         raise ValueError("every utterance is shorter than its token count in frames")
     names = [r[0].name for r in raw]
@@ -331,11 +333,11 @@ def _build(utterances: Sequence[Utterance], cfg: MelConfig, vocab: PhonemeVocab 
     en = torch.cat([r[6] for r in raw if r[0].name in keep])
     e_stats = (float(en.mean()), float(en.std().clamp_min(1e-3)))
     items = []
-    for (_, ids, stress, word, lm, f0, en_f), lf, d in zip(raw, logf0, durs):
+    for (_, ids, stress, word, lm, f0, en_f, wave), lf, d in zip(raw, logf0, durs):
         p = _token_means((lf - p_stats[0]) / p_stats[1], d, f0 > 0)
         e = _token_means((en_f - e_stats[0]) / e_stats[1], d, torch.ones_like(en_f))
         items.append({"ids": ids, "stress": stress, "word_start": word, "mel": lm,
-                      "durations": d, "pitch": p, "energy": e, "f0": f0})
+                      "durations": d, "pitch": p, "energy": e, "f0": f0, "wave": wave})
     return Corpus(items, names, vocab.symbols, mel_mean.tolist(), mel_std.tolist(), p_stats,
                   e_stats, info)
 
