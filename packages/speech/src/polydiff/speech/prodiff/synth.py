@@ -135,23 +135,28 @@ class Voice:
         """Sentences of ``text`` as tokens (one-line errors for bad text)."""
         return self.frontend.sentences(text)
 
-    def _encode(self, tokens: list[Token]) -> tuple[Tensor, ...]:
-        ids, stress, word = self.vocab.encode(tokens)
-        dev = self.acoustic.mel_mean.device
-        return ids[None].to(dev), stress[None].to(dev), word[None].to(dev), \
-            torch.ones(1, len(ids), dtype=torch.bool, device=dev)
-
     @torch.no_grad()
     def mel(self, tokens: list[Token], method: str = "student-2", *, seed: int = 0,
             pace: float = 1.0, durations: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(log-mel (T, n_mels), durations (N,))`` of one token sequence by ``method``;
         ``durations`` (frames per token) replace the predicted ones when given."""
+        ids, stress, word = self.vocab.encode(tokens)
+        return self.mel_ids(ids, stress, word, method, seed=seed, pace=pace,
+                            durations=durations)
+
+    @torch.no_grad()
+    def mel_ids(self, ids: Tensor, stress: Tensor, word: Tensor, method: str = "student-2", *,
+                seed: int = 0, pace: float = 1.0, durations: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """:meth:`mel` from encoded tokens (``(N,)`` ids, stress, word starts)."""
         from polydiff.core.grids import time_grid
         from polydiff.core.samplers import sample_ddim, sample_ddpm
 
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-        ids, stress, word, mask = self._encode(tokens)
+        dev = self.acoustic.mel_mean.device
+        ids, stress, word = ids[None].to(dev), stress[None].to(dev), word[None].to(dev)
+        mask = torch.ones_like(ids, dtype=torch.bool)
         d = None if durations is None else durations[None].to(ids.device)
         model = self.acoustic
         if method == "regression":
