@@ -73,7 +73,7 @@ ABBREVIATIONS: dict[str, dict[str, str]] = {
 }
 
 _ALLOWED_SYMBOLS = frozenset("&+=@#°$€£%/'’*^~|<>·")
-_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'»”)\]]*\s+")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'»”)\]]))\s+")
 # clause breaks: punctuation that is not inside a number ("3,5", "3.5", "12:30")
 _CLAUSE = re.compile(r"(?:(?<!\d)[,.:]|[,.:](?!\d))|[;!?…—–()\[\]{}¿¡\"«»“”]|(?<=\s)-(?=\s)")
 _LANG_SWITCH = re.compile(r"\([a-z\-]+\)")
