@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from polydiff.speech.prodiff.data import Corpus
-from polydiff.speech.prodiff.features import f0_rmse_dtw, mcd_dtw
+from polydiff.speech.prodiff.features import compare_dtw
 from polydiff.speech.prodiff.synth import Voice
 
 __all__ = ["evaluate_voice", "summarize"]
@@ -65,11 +65,9 @@ def evaluate_voice(voice: Voice, test: Corpus, *, methods: Sequence[str] | None 
                     t0 = time.perf_counter()
                     wave = voice.vocode(lm, voc, seed=seed + k)
                     t_voc = time.perf_counter() - t0
-                    f0_rmse, vde = f0_rmse_dtw(ref, wave, cfg)
                     rows.append({
                         "prompt": name, "method": method, "vocoder": voc,
-                        "mcd_db": mcd_dtw(ref, wave, cfg), "f0_rmse_cents": f0_rmse,
-                        "vde": vde,
+                        **compare_dtw(ref, wave, cfg),
                         "dur_err_pct": 100.0 * abs(int(dur.sum()) - int(ref_dur.sum()))
                         / int(ref_dur.sum()),
                         "phone_dur_mae_ms": float((dur - ref_dur).abs().float().mean())

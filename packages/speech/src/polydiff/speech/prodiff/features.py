@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_MEL", "MelConfig", "dtw_path", "energy", "f0_rmse_dtw", "griffin_lim",
-           "log_mel", "mcd_dtw", "mel_cepstrum", "yin_f0"]
+__all__ = ["DEFAULT_MEL", "MelConfig", "compare_dtw", "dtw_path", "energy", "f0_rmse_dtw",
+           "griffin_lim", "log_mel", "mcd_dtw", "mel_cepstrum", "yin_f0"]
 
 LOG_FLOOR = 1e-5
 
@@ -203,6 +203,22 @@ def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(pi[::-1]), np.array(pj[::-1])
 
 
+def compare_dtw(ref: np.ndarray | Tensor, test: np.ndarray | Tensor,
+                cfg: MelConfig = DEFAULT_MEL) -> dict[str, float]:
+    """``{"mcd_db", "f0_rmse_cents", "vde"}`` of ``test`` against ``ref`` along one cepstral
+    DTW path (the module docstring's measures, computed together)."""
+    a, b = mel_cepstrum(ref, cfg), mel_cepstrum(test, cfg)
+    cost = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    i, j = dtw_path(cost)
+    mcd = float(10.0 / math.log(10.0) * math.sqrt(2.0) * cost[i, j].mean())
+    fa, fb = yin_f0(ref, cfg).numpy()[i], yin_f0(test, cfg).numpy()[j]
+    both = (fa > 0) & (fb > 0)
+    vde = float(np.mean((fa > 0) != (fb > 0)))
+    rmse = float(np.sqrt(np.mean((1200.0 * np.log2(fb[both] / fa[both])) ** 2))) \
+        if both.any() else float("nan")
+    return {"mcd_db": mcd, "f0_rmse_cents": rmse, "vde": vde}
+
+
 def mcd_dtw(ref: np.ndarray | Tensor, test: np.ndarray | Tensor,
             cfg: MelConfig = DEFAULT_MEL) -> float:
     """Mel-cepstral distortion in dB after DTW (module docstring)."""
@@ -215,13 +231,5 @@ def mcd_dtw(ref: np.ndarray | Tensor, test: np.ndarray | Tensor,
 def f0_rmse_dtw(ref: np.ndarray | Tensor, test: np.ndarray | Tensor,
                 cfg: MelConfig = DEFAULT_MEL) -> tuple[float, float]:
     """``(F0 RMSE in cents, voicing decision error)`` along the cepstral DTW path."""
-    a, b = mel_cepstrum(ref, cfg), mel_cepstrum(test, cfg)
-    cost = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
-    i, j = dtw_path(cost)
-    fa, fb = yin_f0(ref, cfg).numpy()[i], yin_f0(test, cfg).numpy()[j]
-    both = (fa > 0) & (fb > 0)
-    vde = float(np.mean((fa > 0) != (fb > 0)))
-    if not both.any():
-        return float("nan"), vde
-    cents = 1200.0 * np.log2(fb[both] / fa[both])
-    return float(np.sqrt(np.mean(cents ** 2))), vde
+    out = compare_dtw(ref, test, cfg)
+    return out["f0_rmse_cents"], out["vde"]

@@ -53,16 +53,17 @@ class VoiceSettings:
     encoder_layers: int = 3
     heads: int = 2
     ffn_hidden: int = 256
-    denoiser_channels: int = 64
-    denoiser_layers: int = 12
+    denoiser_channels: int = 48
+    denoiser_layers: int = 8
     vocoder_channels: int = 48
     vocoder_layers: int = 8
     vocoder_fold: int = 32
     vocoder_steps_sampling: int = 4
-    teacher_steps: int = 3000
-    distill_steps: int = 1000
-    vocoder_steps: int = 3000
+    teacher_steps: int = 1500
+    distill_steps: int = 500
+    vocoder_steps: int = 1500
     batch_size: int = 16
+    segment_frames: int = 64
     lr: float = 1e-3
     distill_lr: float = 2e-4
     ema: float = 0.995
@@ -169,14 +170,15 @@ def train_teacher_stage(settings: VoiceSettings, run: str | os.PathLike[str], *,
     seed_everything(settings.seed)
     teacher = ProDiffAcoustic(acoustic_config(settings, corpus))
     out["teacher"] = train_acoustic(teacher, train, run / "teacher",
-                                    steps=settings.teacher_steps, lr=settings.lr, **common)
+                                    steps=settings.teacher_steps, lr=settings.lr,
+                                    segment_frames=settings.segment_frames, **common)
     teacher.save_pretrained(run / "teacher" / "model")
     if settings.baseline:
         seed_everything(settings.seed)
         reg = ProDiffAcoustic(acoustic_config(settings, corpus, "regression"))
         out["regression"] = train_acoustic(reg, train, run / "regression",
                                            steps=settings.teacher_steps, lr=settings.lr,
-                                           **common)
+                                           segment_frames=settings.segment_frames, **common)
         reg.save_pretrained(run / "regression" / "model")
     if settings.vocoder:
         seed_everything(settings.seed)
@@ -187,7 +189,8 @@ def train_teacher_stage(settings: VoiceSettings, run: str | os.PathLike[str], *,
             steps=settings.vocoder_steps_sampling, mel_mean=tuple(corpus.mel_mean),
             mel_std=tuple(corpus.mel_std)))
         out["vocoder"] = train_vocoder(voc, train, run / "vocoder",
-                                       steps=settings.vocoder_steps, lr=settings.lr, **common)
+                                       steps=settings.vocoder_steps, lr=settings.lr,
+                                       segment_frames=32, **common)
         voc.save_pretrained(run / "vocoder" / "model")
     return out
 
@@ -208,7 +211,8 @@ def distill_stage(settings: VoiceSettings, run: str | os.PathLike[str], *,
     students = distill_students(teacher, train, run / "distill", steps=settings.distill_steps,
                                 batch_size=settings.batch_size, lr=settings.distill_lr,
                                 ema=settings.ema, seed=settings.seed, device=settings.device,
-                                resume=resume, progress=progress)
+                                resume=resume, progress=progress,
+                                segment_frames=settings.segment_frames)
     reg = from_pretrained(run / "regression" / "model") \
         if (run / "regression" / "model" / "config.json").is_file() else None
     voc = from_pretrained(run / "vocoder" / "model") \

@@ -51,20 +51,43 @@ def variance_loss(out: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
         _masked_mse(out["energy"], batch["energy"], mask)
 
 
-def acoustic_objective(model: ProDiffAcoustic) -> Any:
-    """``objective(model, batch, generator)`` of the teacher or the regression model."""
+def crop_frames(cond: Tensor, mel: Tensor, frame_mask: Tensor, frames: int | None,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """A random window of ``frames`` frames per sample (inside its valid length) of the
+    frame states ``(B, C, T)``, the mel ``(B, n_mels, T)`` and the mask ``(B, T)``: the
+    decoder is convolutional, so it trains on windows (``None``: everything)."""
+    t = mel.shape[-1]
+    if frames is None or t <= frames:
+        return cond, mel, frame_mask
+    lengths = frame_mask.sum(1)
+    room = (lengths - frames).clamp_min(0)
+    u = torch.rand(len(lengths), generator=generator, device=mel.device)
+    start = torch.floor(u * (room + 1).to(u.dtype)).long().clamp(max=t - frames)
+    idx = start[:, None] + torch.arange(frames, device=mel.device)[None]
+    mask = idx < lengths[:, None]
+
+    def take(x: Tensor) -> Tensor:
+        return torch.gather(x, 2, idx[:, None].expand(-1, x.shape[1], -1))
+
+    return take(cond), take(mel), mask
+
+
+def acoustic_objective(model: ProDiffAcoustic, segment_frames: int | None = None) -> Any:
+    """``objective(model, batch, generator)`` of the teacher or the regression model; the
+    decoder sees random windows of ``segment_frames`` frames (``None``: whole utterances)."""
     diff_loss = DiffusionLoss(model.process, target="sample", weighting="uniform")
 
     def fn(m: nn.Module, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
         out = m(batch["ids"], batch["stress"], batch["word_start"], batch["mask"],
                 durations=batch["durations"], pitch=batch["pitch"], energy=batch["energy"])
         loss = variance_loss(out, batch)
-        fmask = batch["frame_mask"][:, None]
+        cond, mel, fmask = crop_frames(out["cond"], batch["mel"], batch["frame_mask"],
+                                       segment_frames, generator)
+        fmask = fmask[:, None]
         if m.config.decoder == "regression":
-            return loss + _masked_mse(m.regress(out["cond"]), batch["mel"],
-                                      fmask.expand_as(batch["mel"]))
-        mel_loss = diff_loss(m.denoiser(), batch["mel"], cond={"cond": out["cond"]},
-                             mask=fmask, generator=generator)
+            return loss + _masked_mse(m.regress(cond), mel, fmask.expand_as(mel))
+        mel_loss = diff_loss(m.denoiser(), mel, cond={"cond": cond}, mask=fmask,
+                             generator=generator)
         return loss + mel_loss
 
     return fn
@@ -80,7 +103,8 @@ def train_acoustic(model: ProDiffAcoustic, corpus: Corpus, run_dir: str | os.Pat
                    steps: int = 2000, batch_size: int = 16, lr: float = 1e-3,
                    ema: float | None = 0.995, seed: int = 0, device: str = "cpu",
                    resume: bool = True, log_every: int = 50, ckpt_every: int = 500,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, segment_frames: int | None = None
+                   ) -> dict[str, Any]:
     """Train the teacher (or the regression model) with the engine's Trainer; the model ends
     with its EMA weights. Returns the Trainer's summary."""
     from polydiff.core.training import Trainer
@@ -89,7 +113,8 @@ def train_acoustic(model: ProDiffAcoustic, corpus: Corpus, run_dir: str | os.Pat
                   seed=seed, device=device, log_every=log_every, ckpt_every=ckpt_every,
                   lr_warmup=min(200, steps // 10), grad_clip=1.0, progress=progress,
                   desc=f"prodiff-{model.config.decoder}")
-    trainer = Trainer(model, acoustic_objective(model), PaddedBatches(corpus, seed=seed), cfg)
+    trainer = Trainer(model, acoustic_objective(model, segment_frames),
+                      PaddedBatches(corpus, seed=seed), cfg)
     summary = trainer.fit(resume=resume)
     if trainer.ema is not None:
         trainer.ema.copy_to(model)
@@ -120,8 +145,8 @@ def distill_students(model: ProDiffAcoustic, corpus: Corpus, run_dir: str | os.P
                      *, teacher_steps: int = 4, target_steps: int = 1, steps: int = 1000,
                      batch_size: int = 16, lr: float = 2e-4, ema: float | None = 0.995,
                      seed: int = 0, device: str = "cpu", resume: bool = True,
-                     log_every: int = 50, ckpt_every: int = 500, progress: bool = True
-                     ) -> dict[int, nn.Module]:
+                     log_every: int = 50, ckpt_every: int = 500, progress: bool = True,
+                     segment_frames: int | None = None) -> dict[int, nn.Module]:
     """Progressive distillation of the teacher's decoder, ``teacher_steps`` -> ... ->
     ``target_steps`` (core's :func:`~polydiff.core.distill.distill`); returns ``{steps:
     student WaveNet}`` (e.g. ``{2: ..., 1: ...}``). The teacher is left unchanged."""
@@ -133,9 +158,10 @@ def distill_students(model: ProDiffAcoustic, corpus: Corpus, run_dir: str | os.P
     def objective(loss: Any) -> Any:
         def fn(student: nn.Module, batch: dict[str, Tensor], generator: torch.Generator
                ) -> Tensor:
-            cond = frozen(batch)
-            return loss(student, batch["mel"], cond={"cond": cond},
-                        mask=batch["frame_mask"][:, None], generator=generator)
+            cond, mel, fmask = crop_frames(frozen(batch), batch["mel"], batch["frame_mask"],
+                                           segment_frames, generator)
+            return loss(student, mel, cond={"cond": cond}, mask=fmask[:, None],
+                        generator=generator)
         return fn
 
     cfg = _config(run_dir, steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema,
