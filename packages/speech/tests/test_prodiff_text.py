@@ -64,6 +64,13 @@ def test_sentences_punctuation_stress_and_word_boundaries(es):
     assert not any(c in t.symbol for t in toks for c in "ˈˌ_")
 
 
+def test_text_ending_in_a_clause_break(es):
+    for text in ("[tonos ascendentes]", "Hola (adiós)", "Bueno —", "«Sí»"):
+        toks = es(text)
+        assert toks[0].symbol == "^" and toks[-1].symbol == "."
+        assert toks[-2].symbol not in SPECIALS
+
+
 def test_split_sentences_keeps_quotes_and_needs_a_space():
     assert split_sentences('Él dijo "hola." Y se fue. 3.5 es un número.') == \
         ['Él dijo "hola."', "Y se fue.", "3.5 es un número."]

@@ -131,6 +131,8 @@ def realspeech_utterances(speaker: str = DEFAULT_SPEAKER[0], language: str | Non
     fe = TextFrontEnd(lang)
     out = []
     for p in prompts([speaker], with_text=True, root=root):
+        if "[" in (p.text or ""):  # "[ascending tones]": a non-speech prompt
+            continue
         wave, sr = load_prompt(p)
         if not min_seconds <= len(wave) / sr <= max_seconds:
             continue

@@ -228,8 +228,9 @@ class TextFrontEnd:
                 final = punct
             if punct:
                 toks.append(Token("," if punct == "," else punct))
-        while toks and toks[-1].symbol in PUNCTUATION:
-            final = toks.pop().symbol if toks[-1].symbol != "," else final
+        while toks[-1].symbol in PUNCTUATION:
+            sym = toks.pop().symbol
+            final = sym if sym != "," else final
         toks.append(Token(final))
         return toks
 
