@@ -7,7 +7,7 @@
    2-step student through Griffin-Lim or the diffusion vocoder);
 2. writes ``apps/prodiff/src/polydiff/apps/prodiff/weights/voice`` in float16 (refusing more
    than 8 MB of weights);
-3. copies the 3 shortest *test* prompts' recordings to ``weights/heldout`` with their texts and
+3. copies the 3 shortest *test* prompts of at least 1.5 s (recordings) to ``weights/heldout`` with their texts and
    scores the shipped voice on them (``heldout_slice``: MCD of student-2 and of the
    regression decoder through Griffin-Lim, seed 0; the app's test re-scores these);
 4. writes ``weights/manifest.json``: the exact train and distill commands, commit, device,
@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     shipped = Voice.load(out)
 
     test = split_corpus(settings, "test")
-    order = sorted(range(len(test.items)), key=lambda i: test.items[i]["wave"].numel())[:3]
+    def seconds(i: int) -> float:
+        return test.items[i]["wave"].numel() / shipped.sample_rate
+
+    # the 3 shortest test prompts of at least 1.5 s (single words say little)
+    order = sorted((i for i in range(len(test.items)) if seconds(i) >= 1.5), key=seconds)[:3]
     held = WEIGHTS / "heldout"
     if held.exists():
         shutil.rmtree(held)

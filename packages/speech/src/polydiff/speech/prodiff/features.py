@@ -174,11 +174,14 @@ def yin_f0(wave: np.ndarray | Tensor, cfg: MelConfig = DEFAULT_MEL, *, f_min: fl
 
 def mel_cepstrum(wave: np.ndarray | Tensor, cfg: MelConfig = DEFAULT_MEL,
                  n_coef: int = 24) -> np.ndarray:
-    """``(frames, n_coef)`` cepstra ``c_1..c_n`` (DCT-II, orthonormal, of the log-mel)."""
+    """``(frames, n_coef)`` cepstra ``c_1..c_n`` of the log-mel (natural log of magnitude):
+    the DCT-II scaled so that ``log|H| = c_0 / 2 + sum_k c_k cos(pi k (n + 1/2) / N)``, the
+    convention under which MCD approximates the log-spectral distance in dB."""
     from scipy.fft import dct
 
     lm = log_mel(wave, cfg).numpy().astype(np.float64)
-    return dct(lm, type=2, norm="ortho", axis=1)[:, 1:n_coef + 1]
+    # the cepstrum convention log|H| = c_0 / 2 + sum_k c_k cos(.): sqrt(2 / N) x orthonormal
+    return math.sqrt(2.0 / lm.shape[1]) * dct(lm, type=2, norm="ortho", axis=1)[:, 1:n_coef + 1]
 
 
 def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
