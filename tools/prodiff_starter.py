@@ -7,9 +7,10 @@
    2-step student through Griffin-Lim or the diffusion vocoder);
 2. writes ``apps/prodiff/src/polydiff/apps/prodiff/weights/voice`` in float16 (refusing more
    than 8 MB of weights);
-3. copies the 3 shortest *test* prompts of at least 1.5 s (recordings) to ``weights/heldout`` with their texts and
-   scores the shipped voice on them (``heldout_slice``: MCD of student-2 and of the
-   regression decoder through Griffin-Lim, seed 0; the app's test re-scores these);
+3. copies the recordings of the 3 shortest *test* prompts of at least 1.5 s to
+   ``weights/heldout`` with their texts and scores the shipped voice on them
+   (``heldout_slice``: MCD of student-2 and of the regression decoder through Griffin-Lim,
+   seed 0; the app's test re-scores these);
 4. writes ``weights/manifest.json``: the exact train and distill commands, commit, device,
    wall time, settings, the held-out metrics (from ``--bench``, the JSON of
    ``tools/bench/prodiff.py`` on the full test split) and the vocoder choice.

@@ -262,25 +262,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     items = test.items[: args.sentences]
     rows = []
     for method in voice.methods():
-        mels, t_ac = [], []
+        mels, t_ac, c_ac = [], [], []
         for _ in range(args.repeats):
-            tic = time.perf_counter()
+            tic, cpu = time.perf_counter(), time.process_time()
             mels = [voice.mel_ids(it["ids"], it["stress"], it["word_start"], method)[0]
                     for it in items]
             t_ac.append(time.perf_counter() - tic)
+            c_ac.append(time.process_time() - cpu)
         secs = sum(m.shape[0] for m in mels) / voice.mel_config.frames_per_second
-        ac = statistics.median(t_ac)
+        ac, ac_cpu = statistics.median(t_ac), statistics.median(c_ac)
         for voc in voice.vocoders():
-            t_v = []
+            t_v, c_v = [], []
             for _ in range(args.repeats):
-                tic = time.perf_counter()
+                tic, cpu = time.perf_counter(), time.process_time()
                 for m in mels:
                     voice.vocode(m, voc)
                 t_v.append(time.perf_counter() - tic)
-            v = statistics.median(t_v)
+                c_v.append(time.process_time() - cpu)
+            v, v_cpu = statistics.median(t_v), statistics.median(c_v)
             rows.append({"method": method, "vocoder": voc, "audio_s": round(secs, 2),
                          "acoustic_speed_x": round(secs / ac, 1),
-                         "speed_x": round(secs / (ac + v), 1)})
+                         "speed_x": round(secs / (ac + v), 1),
+                         "cpu_speed_x": round(secs / (ac_cpu + v_cpu), 1)})
     res = {"threads": torch.get_num_threads(), "sentences": len(items), "results": rows}
     if args.output:
         atomic_write(args.output, json.dumps(res, indent=2) + "\n")

@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="real-time factor of every method and vocoder",
                        description="Speed on SENTENCES sentences of the held-out prompts' "
                        "text, on --threads CPU threads (default 2): seconds of audio per "
-                       "second of compute, acoustic model alone and with each vocoder.")
+                       "second of compute, acoustic model alone and with each vocoder (median of "
+                       "--repeats; speed_x from wall time, cpu_speed_x from the process's CPU "
+                       "time, which a shared machine does not inflate).")
     _voice(p)
     p.add_argument("--sentences", type=int, default=8, metavar="N",
                    help="sentences to time (default 8)")
