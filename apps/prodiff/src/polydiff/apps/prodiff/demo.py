@@ -43,18 +43,29 @@ class ProDiffDemo:
                "speaker")
 
     def demo(self, out_dir: Path, *, quick: bool = False) -> DemoReport:
-        import numpy as np
         import torch
 
         from polydiff.apps.prodiff.commands import load_voice
-        from polydiff.speech.audio import read_audio, write_audio
-        from polydiff.speech.prodiff.features import mcd_dtw
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         tic = time.perf_counter()
         voice = load_voice(None)
-        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+        # one thread: these small models gain little from two, and two threads of a
+        # process wait for each other whenever another job shares the cores
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._run(out, quick, voice, tic)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, out: Path, quick: bool, voice: Any, tic: float) -> DemoReport:
+        import numpy as np
+
+        from polydiff.speech.audio import read_audio, write_audio
+        from polydiff.speech.prodiff.features import mcd_dtw
+
         prompts = heldout_prompts()
         if not prompts:
             raise ValueError("the held-out prompts are not installed with the app")
