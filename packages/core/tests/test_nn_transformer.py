@@ -84,3 +84,16 @@ def test_validation() -> None:
         DiffusionTransformerConfig(time_conditioning="cross")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_heads"):
         DiffusionTransformerConfig(hidden_size=30, num_heads=4)
+
+
+def test_self_attention_key_padding_mask() -> None:
+    """Masked keys are ignored: a padded sequence gives the unpadded sequence's outputs."""
+    from polydiff.core.nn.transformer import SelfAttention
+
+    torch.manual_seed(0)
+    attn = SelfAttention(8, num_heads=2).eval()
+    x = torch.randn(1, 5, 8)
+    padded = torch.cat([x, torch.randn(1, 3, 8)], 1)
+    mask = torch.tensor([[True] * 5 + [False] * 3])
+    torch.testing.assert_close(attn(padded, mask)[:, :5], attn(x))
+    assert not torch.allclose(attn(padded)[:, :5], attn(x))

@@ -96,11 +96,14 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x``: ``(B, N, D)``; ``mask``: optional ``(B, N)`` booleans, ``True`` for tokens
+        that may be attended to (padding of variable-length sequences is ``False``)."""
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        h = F.scaled_dot_product_attention(q, k, v,
+        attn_mask = None if mask is None else mask[:, None, None, :].to(torch.bool)
+        h = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.proj(h.transpose(1, 2).reshape(b, n, d))
 
