@@ -1,11 +1,12 @@
-"""Forecast plain numpy series with a trained TSDiff model (self-guided prediction).
+"""Forecast (and refine forecasts of) plain numpy series with a trained TSDiff model.
 
 Kollovieh et al. (2023), "Predict, Refine, Synthesize", Sec. 4.1: the unconditional model
 over ``[context, horizon]`` windows is guided towards the observed context (see
-:func:`polydiff.timeseries.tsdiff.guidance.forecast`). This module only prepares the inputs:
-the last ``context_length`` points of every series (left-padded with missing values when
-shorter), their history for the lag features, the mean scaling, batching over series, and the
-descaling of the sampled paths.
+:func:`polydiff.timeseries.tsdiff.guidance.forecast`); Sec. 4.2: another model's forecast is
+refined with the model's implicit density (:func:`polydiff.timeseries.tsdiff.refine.refine`).
+This module only prepares the inputs: the last ``context_length`` points of every series
+(left-padded with missing values when shorter), their history for the lag features, the mean
+scaling, batching over series, and the descaling of the results.
 """
 
 from __future__ import annotations
@@ -67,6 +68,49 @@ class TSDiffForecaster:
                 out[i, width - len(a):] = a
         return out
 
+    def _windows(self, series: Sequence[np.ndarray]) -> Any:
+        """``(batch start, window, observed context (B, C))`` per batch of series."""
+        cfg = self.model.config
+        past = self.past_matrix(series)
+        for lo in range(0, len(past), self.batch_size):
+            w = self.model.forecast_window(past[lo: lo + self.batch_size])
+            ctx = torch.where(w.observed, w.x, torch.full_like(w.x, float("nan")))
+            yield lo, w, ctx[:, 0, : cfg.context_length]
+
+    def refine(self, series: Sequence[np.ndarray], base: np.ndarray, *,
+               seed: int | None = 0, **refine_kwargs: Any) -> np.ndarray:
+        """Refine base forecasts of the horizon after each series: ``base`` is ``(N, S, H)``
+        sample (or quantile) paths or ``(N, H)`` point forecasts (original units); returns
+        the same shape. ``refine_kwargs`` go to
+        :func:`~polydiff.timeseries.tsdiff.refine.refine` (default: the Langevin settings of
+        :data:`~polydiff.timeseries.tsdiff.defaults.REFINE_DEFAULTS`, which keep the spread
+        of a sample forecast). Batch ``k`` uses seed ``seed + k``."""
+        from dataclasses import asdict
+
+        from polydiff.timeseries.tsdiff.defaults import REFINE_DEFAULTS
+        from polydiff.timeseries.tsdiff.refine import refine
+
+        cfg = self.model.config
+        base = np.asarray(base, dtype=np.float64)
+        if base.ndim not in (2, 3) or len(base) != len(series) or \
+                base.shape[-1] != cfg.prediction_length:
+            raise ValueError(f"base forecasts must be (N, H) or (N, S, H) with N = "
+                             f"{len(series)} series and H = {cfg.prediction_length}, got "
+                             f"{base.shape}")
+        if not np.isfinite(base).all():
+            raise ValueError("base forecasts must be finite")
+        kwargs = {**asdict(REFINE_DEFAULTS), **refine_kwargs}
+        denoiser = self.model.denoiser()
+        outs = []
+        for k, (lo, w, ctx) in enumerate(self._windows(series)):
+            scale = w.scale.double()[:, 0].cpu().numpy()
+            shape = (-1,) + (1,) * (base.ndim - 1)
+            b = base[lo: lo + self.batch_size] / scale.reshape(shape)
+            out = refine(denoiser, ctx.double(), b, seed=None if seed is None else seed + k,
+                         cond=w.cond, channel_dim=True, dtype=w.x.dtype, **kwargs)
+            outs.append(out.double().cpu().numpy() * scale.reshape(shape))
+        return np.concatenate(outs) if outs else np.zeros_like(base)
+
     def predict(self, series: Sequence[np.ndarray], seed: int | None = None) -> np.ndarray:
         """Sample paths ``(N, num_samples, prediction_length)`` (float64, original units)
         following the end of each series. ``seed`` overrides the forecast seed (batch ``k``
@@ -74,16 +118,13 @@ class TSDiffForecaster:
         from polydiff.timeseries.tsdiff.guidance import forecast
 
         cfg = self.model.config
-        past = self.past_matrix(series)
         kwargs = dict(self.forecast_kwargs)
         base = kwargs.pop("seed", 0) if seed is None else seed
         denoiser = self.model.denoiser()
         outs = []
-        for k, lo in enumerate(range(0, len(past), self.batch_size)):
-            w = self.model.forecast_window(past[lo: lo + self.batch_size])
-            ctx = torch.where(w.observed, w.x, torch.full_like(w.x, float("nan")))
-            samples = forecast(denoiser, ctx[:, 0, : cfg.context_length],
-                               cfg.prediction_length, num_samples=self.num_samples,
+        for k, (_, w, ctx) in enumerate(self._windows(series)):
+            samples = forecast(denoiser, ctx, cfg.prediction_length,
+                               num_samples=self.num_samples,
                                cond=w.cond, channel_dim=True, scaling="none",
                                dtype=w.x.dtype, seed=None if base is None else base + k,
                                **kwargs)
