@@ -144,7 +144,7 @@ def _compare(name: str, s: DemoSettings, out_dir: Path
     metrics[f"{name}/CRPS ratio refined / seasonal naive (x)"] = \
         res["refined_seasonal_naive"]["crps"] / base
     metrics[f"{name}/held-out windows (count)"] = float(len(wins))
-    metrics[f"{name}/guidance scale"] = scale
+    metrics[f"{name}/guidance scale (unitless)"] = scale
     metrics[f"{name}/training time (s)"] = train_s
     metrics[f"{name}/training cached (yes/no)"] = "yes" if cached else "no"
     metrics[f"{name}/forecast time per window (s)"] = fc_s / len(wins)
