@@ -377,7 +377,7 @@ def main() -> int:
                    help="fix the guidance scale (default: chosen on the validation windows)")
     p.add_argument("--scale-grid", default="1,2,4,8")
     p.add_argument("--clip-nonnegative", default="auto", choices=("auto", "on", "off"))
-    p.add_argument("--forecast-batch", type=int, default=16)
+    p.add_argument("--forecast-batch", type=int, default=4)
     p.add_argument("--no-deepar", action="store_true")
     p.add_argument("--no-ddpm", action="store_true", help="skip the DDPM-100 comparison")
     p.add_argument("--no-refine", action="store_true")

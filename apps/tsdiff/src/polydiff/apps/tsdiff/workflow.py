@@ -187,7 +187,7 @@ def windows_for(dataset: TimeSeriesDataset, horizon: int, n_windows: int,
 
 def tsdiff_samples(model: TSDiffModel, contexts: Sequence[np.ndarray], *, num_samples: int,
                    guidance: str = "quantile", scale: float = 2.0, sampler: str = "ddim",
-                   steps: int | None = 20, seed: int = 0, batch_size: int = 16
+                   steps: int | None = 20, seed: int = 0, batch_size: int = 4
                    ) -> np.ndarray:
     """Self-guided TSDiff forecasts ``(N, S, H)`` of the series ending in ``contexts`` (the
     CLI passes the defaults table's settings for the model's frequency)."""
@@ -236,7 +236,7 @@ def refine_samples(model: TSDiffModel, contexts: Sequence[np.ndarray], base: np.
                    prior: str = REFINE_DEFAULTS.prior,
                    noise_scale: float = REFINE_DEFAULTS.noise_scale,
                    keep_spread: bool = REFINE_DEFAULTS.keep_spread, seed: int = 0,
-                   batch_size: int = 16) -> np.ndarray:
+                   batch_size: int = 4) -> np.ndarray:
     """Refine base forecasts ``(N, S, H)`` (or ``(N, H)``) with TSDiff's implicit density
     (Sec. 4.2): the model's context window, lag features and mean scaling are used
     (defaults: :data:`~polydiff.timeseries.tsdiff.defaults.REFINE_DEFAULTS`)."""

@@ -150,7 +150,8 @@ class TSDiffLightningModule(pl.LightningModule):
         past = torch.where(past_observed_values > 0, past_target.double(),
                            torch.full_like(past_target, float("nan"), dtype=torch.float64))
         fc = TSDiffForecaster(self.model, num_samples=self.num_samples,
-                              batch_size=self.forecast_batch, **self.forecast_kwargs)
+                              batch_size=max(1, min(self.forecast_batch, 4)),
+                              **self.forecast_kwargs)
         samples = fc.predict(list(past.cpu().numpy()))
         return torch.from_numpy(samples.astype(np.float32)).to(past_target.device)
 
@@ -233,7 +234,7 @@ class TSDiffPredictor(PyTorchPredictor):
             contexts.append(_context_before(e, f.start_date))
             bases.append(arr)
             kinds.append(kind)
-        fc = TSDiffForecaster(self.model, num_samples=1, batch_size=self.batch_size)
+        fc = TSDiffForecaster(self.model, num_samples=1, batch_size=4)
         out: list[Forecast] = []
         # forecasts with the same number of rows are refined together
         groups: dict[int, list[int]] = {}
