@@ -19,8 +19,9 @@ Models (same training data):
 * ``tsdiff``: TSDiff (Kollovieh et al. 2023) with the defaults of the table (context, lags,
   ``small`` network, training steps x batch, guided DDIM 20 steps, 100 samples); the guidance
   scale is the validation choice among ``--scale-grid`` (``--scale`` fixes it);
-* ``tsdiff_ddpm100``: the same model with the paper's sampler (DDPM, 100 steps) at the same
-  scale, to measure what the few-step default costs (``--no-ddpm`` skips it);
+* ``tsdiff_ddpm100`` (``--ddpm``): the same model with the paper's sampler (DDPM, 100 steps)
+  at the same scale on the test windows; ``--sampler-study`` scores DDIM 10 / 50 and DDPM 100
+  on the validation windows (what the 20-step default costs in CRPS and time);
 * ``deepar``: gluonts' torch DeepAR, same context, same number of training steps of the same
   batch size;
 * ``seasonal_naive``: gluonts' ``SeasonalNaivePredictor`` (a point forecast, the reference of
@@ -37,7 +38,7 @@ clipped at 0 before scoring (``--clip-nonnegative``); the unclipped CRPS is in t
 
     python tools/bench/tsdiff.py                  # table
     python tools/bench/tsdiff.py --json --out tools/bench/results/tsdiff_cpu.json
-    python tools/bench/tsdiff.py --datasets pedestrian --no-deepar --no-ddpm
+    python tools/bench/tsdiff.py --datasets pedestrian --no-deepar --sampler-study
     python tools/bench/tsdiff.py --cli-check --out tools/bench/results/tsdiff_cli.json
 
 ``--cli-check`` instead times the default ``tsdiff train`` + ``tsdiff evaluate`` on two
@@ -201,9 +202,10 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     times["tsdiff"] = {"train_seconds": train_s}
 
     def sample(split: str, scale: float, sampler: str = d.sampler,
-               steps: int | None = d.sampling_steps) -> tuple[np.ndarray, float]:
+               steps: int | None = d.sampling_steps, num_samples: int = d.num_samples
+               ) -> tuple[np.ndarray, float]:
         with Clock() as c, np.errstate(all="ignore"):
-            x = wf.tsdiff_samples(model, ctx[split], num_samples=d.num_samples,
+            x = wf.tsdiff_samples(model, ctx[split], num_samples=num_samples,
                                   guidance=d.guidance, scale=scale, sampler=sampler,
                                   steps=steps, seed=args.seed, batch_size=args.forecast_batch)
         return x, c.wall
@@ -215,27 +217,47 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     for scale in grid:
         x, sec = sample("val", scale)
         sc = scores(tg["val"], x, ctx["val"], m, clip)
-        cands.append({"scale": scale, **sc, "seconds": sec})
+        cands.append({"scale": scale, **sc, "seconds": sec, "sampler": d.sampler,
+                      "steps": d.sampling_steps})
         log(f"[{name}] validation tsdiff scale {scale:g}: CRPS {sc['crps']:.4f} "
             f"coverage {sc['coverage80']:.2f}")
     best = min(cands, key=lambda c: c["crps"])
     res["validation"]["tsdiff"] = cands
     res["validation"]["chosen_scale"] = best["scale"]
+    if args.sample_study:  # fewer samples at the chosen scale: cost vs CRPS and coverage
+        study = []
+        for n in (16, 32):
+            x, sec = sample("val", best["scale"], num_samples=n)
+            study.append({"num_samples": n, **scores(tg["val"], x, ctx["val"], m, clip),
+                          "seconds": sec})
+            log(f"[{name}] validation tsdiff {n} samples: CRPS {study[-1]['crps']:.4f} "
+                f"coverage {study[-1]['coverage80']:.2f}")
+        res["validation"]["num_samples"] = study
+    if args.sampler_study:  # the few-step default against more steps and the paper's DDPM
+        study = []
+        for sampler, steps in (("ddim", 10), ("ddim", 50), ("ddpm", 100)):
+            x, sec = sample("val", best["scale"], sampler, steps)
+            study.append({"sampler": sampler, "steps": steps,
+                          **scores(tg["val"], x, ctx["val"], m, clip), "seconds": sec})
+            log(f"[{name}] validation {sampler} {steps}: CRPS {study[-1]['crps']:.4f} "
+                f"coverage {study[-1]['coverage80']:.2f} ({sec:.0f} s)")
+        res["validation"]["samplers"] = study
     res["validation"]["table_scale"] = d.scale
     snp_val = wf.seasonal_naive_samples(ctx["val"], h, m, num_samples=d.num_samples,
                                         seed=args.seed)
     res["validation"]["seasonal_naive_prob"] = scores(tg["val"], snp_val, ctx["val"], m, clip)
     if not args.no_refine:
         rv = []
-        for method in ("langevin", "ml"):
+        # the default (Langevin, split tie keeping the spread) and the paper's ML refinement
+        for method, keep in (("langevin", True), ("ml", False)):
             with np.errstate(all="ignore"):
                 x = wf.refine_samples(model, ctx["val"], np.maximum(snp_val, 0) if clip
-                                      else snp_val, method=method, seed=args.seed,
-                                      batch_size=args.forecast_batch)
+                                      else snp_val, method=method, keep_spread=keep,
+                                      seed=args.seed, batch_size=args.forecast_batch)
             sc = scores(tg["val"], x, ctx["val"], m, clip)
-            rv.append({"method": method, **sc})
-            log(f"[{name}] validation refined SN ({method}): CRPS {sc['crps']:.4f} "
-                f"coverage {sc['coverage80']:.2f}")
+            rv.append({"method": method, "keep_spread": keep, **sc})
+            log(f"[{name}] validation refined SN ({method}, keep_spread={keep}): CRPS "
+                f"{sc['crps']:.4f} coverage {sc['coverage80']:.2f}")
         res["validation"]["refined_sn"] = rv
     scale = best["scale"]
     log(f"[{name}] validation chose scale {scale:g} (table: {d.scale:g}); "
@@ -245,7 +267,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     x, sec = sample("test", scale)
     res["models"]["tsdiff"] = scores(tg["test"], x, ctx["test"], m, clip)
     times["tsdiff"]["forecast_seconds"] = sec
-    if not args.no_ddpm:
+    if args.ddpm:
         x, sec = sample("test", scale, "ddpm", None)
         res["models"]["tsdiff_ddpm100"] = scores(tg["test"], x, ctx["test"], m, clip)
         times["tsdiff_ddpm100"] = {"train_seconds": train_s, "forecast_seconds": sec}
@@ -379,8 +401,14 @@ def main() -> int:
     p.add_argument("--clip-nonnegative", default="auto", choices=("auto", "on", "off"))
     p.add_argument("--forecast-batch", type=int, default=4)
     p.add_argument("--no-deepar", action="store_true")
-    p.add_argument("--no-ddpm", action="store_true", help="skip the DDPM-100 comparison")
+    p.add_argument("--ddpm", action="store_true",
+                   help="also forecast the test windows with DDPM 100 (5x the sampling time)")
     p.add_argument("--no-refine", action="store_true")
+    p.add_argument("--sampler-study", action="store_true",
+                   help="also score DDIM 10 and 50 steps and DDPM 100 on the validation "
+                   "windows")
+    p.add_argument("--sample-study", action="store_true",
+                   help="also score 16 and 32 samples on the validation windows")
     p.add_argument("--cli-check", action="store_true",
                    help="time the default CLI train + evaluate against the estimator")
     p.add_argument("--seed", type=int, default=0)

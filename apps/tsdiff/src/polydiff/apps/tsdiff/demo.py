@@ -55,7 +55,7 @@ class DemoSettings:
     seed: int = 0
 
 
-QUICK = DemoSettings(datasets=("pedestrian",), preset="small", steps=250, batch_size=32,
+QUICK = DemoSettings(datasets=("pedestrian",), preset="small", steps=150, batch_size=32,
                      windows=1, num_samples=16, sampler="ddim", sampling_steps=10,
                      refine_steps=5)
 FULL = DemoSettings(datasets=("pedestrian", "vic_elec"), preset="small", steps=300,
@@ -200,9 +200,9 @@ def _text(s: DemoSettings, results: dict[str, dict[str, dict[str, float]]]) -> s
     lines += [
         "",
         "Honest reading: few held-out windows and a briefly trained model, so these numbers "
-        "are noisy; the quick mode (250 training steps, 4 windows) is a smoke test, not a "
-        "result. tools/bench/tsdiff.py evaluates more windows, more training and gluonts' "
-        "DeepAR.",
+        f"are noisy; the quick mode ({QUICK.steps} training steps, 4 windows) is a smoke "
+        "test, not a result. tools/bench/tsdiff.py evaluates more windows, more training "
+        "and gluonts' DeepAR.",
         "Figures: fan charts on real dates (10-90% intervals, median, actual values dashed) "
         "for the first and last held-out window, and the training loss."]
     return "\n".join(lines)
