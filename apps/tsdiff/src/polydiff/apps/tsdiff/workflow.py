@@ -256,9 +256,14 @@ def gluonts_seasonal_naive_samples(contexts: Sequence[np.ndarray], starts: Seque
                                    freq: str, horizon: int, season: int) -> np.ndarray:
     """gluonts' ``SeasonalNaivePredictor`` (the last season repeated, missing values filled
     with the last observation) on each context: point forecasts as ``(N, 1, H)`` samples."""
+    import warnings
+
     import numpy as np
-    from gluonts.dataset.common import ListDataset
-    from gluonts.model.seasonal_naive import SeasonalNaivePredictor
+
+    with warnings.catch_warnings():  # gluonts' hint about faster json modules
+        warnings.filterwarnings("ignore", message="Using `json`-module", category=UserWarning)
+        from gluonts.dataset.common import ListDataset
+        from gluonts.model.seasonal_naive import SeasonalNaivePredictor
 
     ds = ListDataset([{"start": st, "target": np.asarray(c, dtype=np.float32)}
                       for st, c in zip(starts, contexts, strict=True)], freq=freq)
