@@ -18,7 +18,8 @@ Models (same training data):
 
 * ``tsdiff``: TSDiff (Kollovieh et al. 2023) with the defaults of the table (context, lags,
   ``small`` network, training steps x batch, guided DDIM 20 steps, 100 samples); the guidance
-  scale is the validation choice among ``--scale-grid`` (``--scale`` fixes it);
+  scale and the spread recalibration (``rescale_spread``) are the validation choice among
+  ``--scale-grid`` x ``--spread-grid`` (``--scale``/``--spread`` fix them);
 * ``tsdiff_ddpm100`` (``--ddpm``): the same model with the paper's sampler (DDPM, 100 steps)
   at the same scale on the test windows; ``--sampler-study`` scores DDIM 10 / 50 and DDPM 100
   on the validation windows (what the 20-step default costs in CRPS and time);
@@ -72,6 +73,7 @@ import torch
 from polydiff.apps.tsdiff import workflow as wf
 from polydiff.timeseries.data import load_offline, train_test_split
 from polydiff.timeseries.tsdiff.defaults import defaults_for
+from polydiff.timeseries.tsdiff.forecaster import rescale_spread
 
 #: per dataset: test windows per series, validation windows per series, stride (steps)
 DATASETS: dict[str, dict[str, int]] = {
@@ -202,32 +204,39 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     times["tsdiff"] = {"train_seconds": train_s}
 
     def sample(split: str, scale: float, sampler: str = d.sampler,
-               steps: int | None = d.sampling_steps, num_samples: int = d.num_samples
-               ) -> tuple[np.ndarray, float]:
+               steps: int | None = d.sampling_steps, num_samples: int = d.num_samples,
+               spread: float = 1.0) -> tuple[np.ndarray, float]:
         with Clock() as c, np.errstate(all="ignore"):
             x = wf.tsdiff_samples(model, ctx[split], num_samples=num_samples,
                                   guidance=d.guidance, scale=scale, sampler=sampler,
-                                  steps=steps, seed=args.seed, batch_size=args.forecast_batch)
+                                  steps=steps, seed=args.seed, batch_size=args.forecast_batch,
+                                  spread=spread)
         return x, c.wall
 
-    # ---- validation: the guidance scale, and the refinement variants (coverage of each)
+    # ---- validation: the guidance scale and the spread recalibration (on the same samples),
+    # and the refinement variants (coverage of each)
     grid = [float(args.scale)] if args.scale is not None else [
         float(v) for v in args.scale_grid.split(",")]
+    spreads = [float(args.spread)] if args.spread is not None else [
+        float(v) for v in args.spread_grid.split(",")]
     cands = []
     for scale in grid:
-        x, sec = sample("val", scale)
-        sc = scores(tg["val"], x, ctx["val"], m, clip)
-        cands.append({"scale": scale, **sc, "seconds": sec, "sampler": d.sampler,
-                      "steps": d.sampling_steps})
-        log(f"[{name}] validation tsdiff scale {scale:g}: CRPS {sc['crps']:.4f} "
-            f"coverage {sc['coverage80']:.2f}")
+        raw, sec = sample("val", scale)
+        for spread in spreads:
+            x = rescale_spread(raw, spread)
+            sc = scores(tg["val"], x, ctx["val"], m, clip)
+            cands.append({"scale": scale, "spread": spread, **sc, "seconds": sec,
+                          "sampler": d.sampler, "steps": d.sampling_steps})
+            log(f"[{name}] validation tsdiff scale {scale:g} spread {spread:g}: CRPS "
+                f"{sc['crps']:.4f} coverage {sc['coverage80']:.2f}")
     best = min(cands, key=lambda c: c["crps"])
     res["validation"]["tsdiff"] = cands
     res["validation"]["chosen_scale"] = best["scale"]
+    res["validation"]["chosen_spread"] = best["spread"]
     if args.sample_study:  # fewer samples at the chosen scale: cost vs CRPS and coverage
         study = []
         for n in (16, 32):
-            x, sec = sample("val", best["scale"], num_samples=n)
+            x, sec = sample("val", best["scale"], num_samples=n, spread=best["spread"])
             study.append({"num_samples": n, **scores(tg["val"], x, ctx["val"], m, clip),
                           "seconds": sec})
             log(f"[{name}] validation tsdiff {n} samples: CRPS {study[-1]['crps']:.4f} "
@@ -236,13 +245,13 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if args.sampler_study:  # the few-step default against more steps and the paper's DDPM
         study = []
         for sampler, steps in (("ddim", 10), ("ddim", 50), ("ddpm", 100)):
-            x, sec = sample("val", best["scale"], sampler, steps)
+            x, sec = sample("val", best["scale"], sampler, steps, spread=best["spread"])
             study.append({"sampler": sampler, "steps": steps,
                           **scores(tg["val"], x, ctx["val"], m, clip), "seconds": sec})
             log(f"[{name}] validation {sampler} {steps}: CRPS {study[-1]['crps']:.4f} "
                 f"coverage {study[-1]['coverage80']:.2f} ({sec:.0f} s)")
         res["validation"]["samplers"] = study
-    res["validation"]["table_scale"] = d.scale
+    res["validation"]["table"] = {"scale": d.scale, "spread": d.spread}
     snp_val = wf.seasonal_naive_samples(ctx["val"], h, m, num_samples=d.num_samples,
                                         seed=args.seed)
     res["validation"]["seasonal_naive_prob"] = scores(tg["val"], snp_val, ctx["val"], m, clip)
@@ -259,16 +268,16 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
             log(f"[{name}] validation refined SN ({method}, keep_spread={keep}): CRPS "
                 f"{sc['crps']:.4f} coverage {sc['coverage80']:.2f}")
         res["validation"]["refined_sn"] = rv
-    scale = best["scale"]
-    log(f"[{name}] validation chose scale {scale:g} (table: {d.scale:g}); "
-        f"{len(wins)} test windows")
+    scale, spread = best["scale"], best["spread"]
+    log(f"[{name}] validation chose scale {scale:g}, spread {spread:g} (table: {d.scale:g}, "
+        f"{d.spread:g}); {len(wins)} test windows")
 
     # ---- test
-    x, sec = sample("test", scale)
+    x, sec = sample("test", scale, spread=spread)
     res["models"]["tsdiff"] = scores(tg["test"], x, ctx["test"], m, clip)
     times["tsdiff"]["forecast_seconds"] = sec
     if args.ddpm:
-        x, sec = sample("test", scale, "ddpm", None)
+        x, sec = sample("test", scale, "ddpm", None, spread=spread)
         res["models"]["tsdiff_ddpm100"] = scores(tg["test"], x, ctx["test"], m, clip)
         times["tsdiff_ddpm100"] = {"train_seconds": train_s, "forecast_seconds": sec}
     with Clock() as c:
@@ -309,7 +318,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
                        "validation_windows": len(vwins), "stride": spec["stride"],
                        "first_validation_origin": str(vwins[0].forecast_start),
                        "first_test_origin": str(wins[0].forecast_start),
-                       "clip_nonnegative": bool(clip), "scale": scale,
+                       "clip_nonnegative": bool(clip), "scale": scale, "spread": spread,
                        "defaults": {k: v for k, v in asdict(d).items() if k != "refine"},
                        "refine": asdict(d.refine), "model_key": digest,
                        "parameters": sum(p.numel() for p in model.parameters())}
@@ -398,6 +407,10 @@ def main() -> int:
     p.add_argument("--scale", type=float, default=None,
                    help="fix the guidance scale (default: chosen on the validation windows)")
     p.add_argument("--scale-grid", default="1,2,4,8")
+    p.add_argument("--spread", type=float, default=None,
+                   help="fix the spread recalibration (default: chosen on the validation "
+                   "windows)")
+    p.add_argument("--spread-grid", default="0.5,0.6,0.7,0.8,0.9,1,1.15,1.3,1.5")
     p.add_argument("--clip-nonnegative", default="auto", choices=("auto", "on", "off"))
     p.add_argument("--forecast-batch", type=int, default=4)
     p.add_argument("--no-deepar", action="store_true")
@@ -444,7 +457,8 @@ def main() -> int:
 def print_table(result: dict[str, Any]) -> None:
     cols = ("crps", "mase", "coverage80", "total_seconds")
     for name, res in result["datasets"].items():
-        print(f"{name}: scale {res['settings']['scale']:g} (validation), "
+        print(f"{name}: scale {res['settings']['scale']:g}, spread "
+              f"{res['settings']['spread']:g} (validation), "
               f"clip at 0: {res['settings']['clip_nonnegative']}")
         print("  " + "model".ljust(22) + "".join(c.rjust(15) for c in cols)
               + "CRPS/SN".rjust(10))

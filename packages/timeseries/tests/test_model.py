@@ -264,3 +264,19 @@ def test_forecaster_prepares_windows_and_descales(tiny):
                     cond=w.cond, channel_dim=True, seed=1, scale=table.scale,
                     sampler=table.sampler) * w.scale[:, :, None]
     np.testing.assert_allclose(out[:2], want.double().numpy(), rtol=1e-6)
+
+
+def test_rescale_spread_keeps_median_and_order():
+    from polydiff.timeseries.tsdiff.forecaster import TSDiffForecaster, rescale_spread
+
+    x = np.sort(np.random.default_rng(0).normal(size=(3, 9, 5)), axis=1)
+    y = rescale_spread(x, 0.5)
+    np.testing.assert_allclose(np.median(y, axis=1), np.median(x, axis=1))
+    np.testing.assert_allclose(y - np.median(y, axis=1, keepdims=True),
+                               0.5 * (x - np.median(x, axis=1, keepdims=True)))
+    assert (np.diff(y, axis=1) >= 0).all() and rescale_spread(x, 1.0) is x
+    with pytest.raises(ValueError, match="spread"):
+        rescale_spread(x, 0.0)
+    model = TSDiffModel(TSDiffConfig.tiny())
+    with pytest.raises(ValueError, match="spread"):
+        TSDiffForecaster(model, spread=-1.0)

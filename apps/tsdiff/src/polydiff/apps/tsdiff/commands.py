@@ -192,13 +192,16 @@ def _sampling(args: argparse.Namespace, freq: str | None) -> dict[str, Any]:
     sampler = args.sampler or d.sampler
     out = {"num_samples": d.num_samples if args.num_samples is None else args.num_samples,
            "guidance": args.guidance or d.guidance,
-           "scale": d.scale if args.scale is None else args.scale, "sampler": sampler,
+           "scale": d.scale if args.scale is None else args.scale,
+           "spread": d.spread if args.spread is None else args.spread, "sampler": sampler,
            "steps": args.steps if args.steps is not None else (
                d.sampling_steps if sampler == "ddim" else None)}
     _positive("--num-samples", out["num_samples"])
     _positive("--steps", out["steps"])
     if not math.isfinite(out["scale"]) or out["scale"] < 0:
         raise CLIError(f"--scale must be a finite number >= 0, got {out['scale']}")
+    if not math.isfinite(out["spread"]) or out["spread"] <= 0:
+        raise CLIError(f"--spread must be a finite number > 0, got {out['spread']}")
     return out
 
 

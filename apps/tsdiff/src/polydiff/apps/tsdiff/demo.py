@@ -125,10 +125,11 @@ def _compare(name: str, s: DemoSettings, out_dir: Path
     model, run, cached = _trained(name, series, ds.freq, h, s)
     train_s = time.perf_counter() - tic
     tic = time.perf_counter()
-    scale = s.scale if s.scale is not None else defaults_for(ds.freq).scale
+    table = defaults_for(ds.freq)
+    scale = s.scale if s.scale is not None else table.scale
     ts = wf.tsdiff_samples(model, ctx, num_samples=s.num_samples, guidance=s.guidance,
                            scale=scale, sampler=s.sampler, steps=s.sampling_steps,
-                           seed=s.seed)
+                           seed=s.seed, spread=table.spread)
     fc_s = time.perf_counter() - tic
     sn = wf.gluonts_seasonal_naive_samples(ctx, [w.context.start for w in wins], ds.freq, h, m)
     snp = wf.seasonal_naive_samples(ctx, h, m, num_samples=s.num_samples, seed=s.seed)

@@ -61,6 +61,9 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scale", type=float, default=None,
                    help="guidance scale s (default: the table's for the frequency, e.g. 2 "
                    "for hourly data)")
+    g.add_argument("--spread", type=float, default=None,
+                   help="recalibration factor of the samples' spread around their median "
+                   "(default: the table's for the frequency)")
     g.add_argument("--sampler", choices=("ddim", "ddpm"), default=None,
                    help="guided DDIM or DDPM ancestral sampling (default: ddim)")
     g.add_argument("--steps", type=int, default=None, metavar="N",

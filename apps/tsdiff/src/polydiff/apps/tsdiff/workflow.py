@@ -187,15 +187,15 @@ def windows_for(dataset: TimeSeriesDataset, horizon: int, n_windows: int,
 
 def tsdiff_samples(model: TSDiffModel, contexts: Sequence[np.ndarray], *, num_samples: int,
                    guidance: str = "quantile", scale: float = 2.0, sampler: str = "ddim",
-                   steps: int | None = 20, seed: int = 0, batch_size: int = 4
-                   ) -> np.ndarray:
+                   steps: int | None = 20, seed: int = 0, batch_size: int = 4,
+                   spread: float = 1.0) -> np.ndarray:
     """Self-guided TSDiff forecasts ``(N, S, H)`` of the series ending in ``contexts`` (the
     CLI passes the defaults table's settings for the model's frequency)."""
     from polydiff.timeseries.tsdiff.forecaster import TSDiffForecaster
 
     fc = TSDiffForecaster(model, num_samples=num_samples, batch_size=batch_size,
                           guidance=guidance, scale=scale, sampler=sampler, steps=steps,
-                          seed=seed)
+                          seed=seed, spread=spread)
     return fc.predict(list(contexts))
 
 

@@ -45,6 +45,7 @@ class FrequencyRow:
     lag_seasons: tuple[float, ...]
     train_steps: int
     scale: float
+    spread: float = 1.0
     batch_size: int = 32
 
 
@@ -96,6 +97,9 @@ class TSDiffDefaults:
         preset: network size (:data:`PRESETS`).
         train_steps, batch_size, lr: the training budget (Adam, gradient clipping 0.5).
         sampler, sampling_steps, num_samples, guidance, scale: self-guided forecasting.
+        spread: recalibration factor of the samples' spread around their median
+            (:func:`~polydiff.timeseries.tsdiff.forecaster.rescale_spread`), chosen with the
+            scale on validation windows.
         refine: the refinement settings.
     """
 
@@ -113,6 +117,7 @@ class TSDiffDefaults:
     num_samples: int = 100
     guidance: str = "quantile"
     scale: float = 2.0
+    spread: float = 1.0
     refine: RefineDefaults = REFINE_DEFAULTS
 
     def context_for(self, prediction_length: int) -> int:
@@ -138,7 +143,7 @@ class TSDiffDefaults:
         """The keyword arguments of the self-guided forecast
         (:class:`~polydiff.timeseries.tsdiff.forecaster.TSDiffForecaster`)."""
         return {"guidance": self.guidance, "scale": self.scale, "sampler": self.sampler,
-                "steps": self.sampling_steps}
+                "steps": self.sampling_steps, "spread": self.spread}
 
     def replace(self, **changes: Any) -> TSDiffDefaults:
         return dataclasses.replace(self, **changes)
@@ -170,7 +175,7 @@ def defaults_for(freq: str) -> TSDiffDefaults:
     return TSDiffDefaults(freq=canon, season=m, prediction_length=steps(row.horizon_seasons),
                           context_length=steps(row.context_seasons), lags=lags,
                           train_steps=row.train_steps, batch_size=row.batch_size,
-                          scale=row.scale)
+                          scale=row.scale, spread=row.spread)
 
 
 #: the frequencies the README's table lists
@@ -180,11 +185,12 @@ TABLE_FREQUENCIES = ("30min", "h", "D", "B", "W", "M", "Q", "Y")
 def defaults_table(freqs: tuple[str, ...] = TABLE_FREQUENCIES) -> str:
     """The resolved table as Markdown (the package README shows exactly this)."""
     head = ("| frequency | season | horizon | context | lags | training steps x batch | "
-            "guidance scale |")
-    lines = [head, "|" + "---|" * 7]
+            "guidance scale | spread |")
+    lines = [head, "|" + "---|" * 8]
     for f in freqs:
         d = defaults_for(f)
         lags = ", ".join(map(str, d.lags)) or "none"
         lines.append(f"| `{f}` | {d.season} | {d.prediction_length} | {d.context_length} | "
-                     f"{lags} | {d.train_steps} x {d.batch_size} | {d.scale:g} |")
+                     f"{lags} | {d.train_steps} x {d.batch_size} | {d.scale:g} | "
+                     f"{d.spread:g} |")
     return "\n".join(lines)

@@ -336,13 +336,15 @@ class RefinedPredictor(Predictor):
 
 
 def make_predictor(model: TSDiffModel | TSDiffLightningModule, *, num_samples: int = 100,
-                   batch_size: int = 32, device: str = "cpu",
+                   batch_size: int = 32, device: str = "cpu", freq: str | None = None,
                    **forecast_kwargs: Any) -> TSDiffPredictor:
     """A :class:`TSDiffPredictor` for a trained model (``forecast_kwargs``: ``guidance``,
-    ``scale``, ``sampler``, ``steps``, ``seed``, ... of the self-guided forecast; default:
-    guided DDIM with 20 steps, quantile guidance, scale 2)."""
-    forecast_kwargs = {"guidance": "quantile", "scale": 2.0, "sampler": "ddim", "steps": 20,
-                       **forecast_kwargs}
+    ``scale``, ``spread``, ``sampler``, ``steps``, ``seed``, ... of the self-guided forecast;
+    those not given come from the defaults table for ``freq``, default its hourly row)."""
+    table = defaults_for(freq or "h").forecast_kwargs()
+    if forecast_kwargs.get("sampler", table["sampler"]) != "ddim":
+        table["steps"] = None
+    forecast_kwargs = {**table, **forecast_kwargs}
     if isinstance(model, TSDiffModel):
         module = TSDiffLightningModule(model.config, num_samples=num_samples,
                                        batch_size=batch_size, forecast_kwargs=forecast_kwargs)
@@ -381,8 +383,9 @@ class TSDiffEstimator(PyTorchLightningEstimator):
         trainer_kwargs: for ``lightning.Trainer`` (defaults: those epochs,
             ``gradient_clip_val=0.5``, CPU/GPU auto, no logger, no progress bar, checkpoints in a
             temporary folder unless ``default_root_dir`` is given).
-        num_samples, guidance, scale, sampler, sampling_steps, seed: the self-guided forecast
-            (defaults: 100 samples, quantile guidance, the table's scale, guided DDIM, 20 steps).
+        num_samples, guidance, scale, spread, sampler, sampling_steps, seed: the self-guided
+            forecast (defaults: 100 samples, quantile guidance, the table's scale and spread
+            recalibration, guided DDIM, 20 steps).
         train_sampler, validation_sampler: gluonts instance samplers.
     """
 
@@ -393,7 +396,8 @@ class TSDiffEstimator(PyTorchLightningEstimator):
                  num_batches_per_epoch: int = 50, train_steps: int | None = None,
                  trainer_kwargs: dict[str, Any] | None = None, num_samples: int | None = None,
                  guidance: str | None = None, scale: float | None = None,
-                 sampler: str | None = None, sampling_steps: int | None = None, seed: int = 0,
+                 spread: float | None = None, sampler: str | None = None,
+                 sampling_steps: int | None = None, seed: int = 0,
                  forecast_batch_size: int = 32, train_sampler: Any = None,
                  validation_sampler: Any = None) -> None:
         d = defaults_for(freq)
@@ -418,6 +422,7 @@ class TSDiffEstimator(PyTorchLightningEstimator):
         self.forecast_batch_size = int(forecast_batch_size)
         self.forecast_kwargs = dict(
             guidance=guidance or d.guidance, scale=float(scale if scale is not None else d.scale),
+            spread=float(spread if spread is not None else d.spread),
             sampler=sampler or d.sampler,
             steps=sampling_steps if sampling_steps is not None else (
                 d.sampling_steps if (sampler or d.sampler) == "ddim" else None),
