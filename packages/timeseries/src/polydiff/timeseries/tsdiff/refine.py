@@ -44,9 +44,10 @@ sample's offset from the mean: with ``d_k = h_k - g_k``,
 
 where ``lambda_k = 1 / (2 tau^2)`` per series and step, ``tau`` Silverman's bandwidth
 ``(4 / (3 S))^(1/5) sd`` of the base samples at that step (:func:`kde_tie_weight`). The
-ensemble's location is then refined as one forecast tied to the base forecast with weight
-``lambda`` (as maximum-likelihood refinement moves a point forecast), while each sample
-stays within a kernel of the base forecast's density estimate around its base offset: the
+ensemble's location is refined as one forecast tied to the base forecast with weight
+``lambda`` (a statistic, estimated as maximum-likelihood refinement moves a point forecast:
+no noise), while each sample moves within a kernel of the base forecast's density estimate
+around its base offset (Langevin noise projected to zero mean over the samples): the
 ensemble keeps the base forecast's spread (up to the kernels' ``sqrt(1 + (4 / (3 S))^(2/5))``,
 1.09 for ``S = 100``, under Langevin) and its shape where the model agrees with it.
 Maximum-likelihood refinement with the plain tie instead pulls every sample towards the same
@@ -213,19 +214,18 @@ def kde_tie_weight(base: Tensor, floor: float = 1e-3) -> Tensor:
 def _split_tie_step(v: Tensor, g: Tensor, lam: float, lam_dev: Tensor, eta: float,
                     gamma: float, xi: Tensor | None) -> Tensor:
     """The exact step of the split tie (module docstring) for ``v, g (B, S, H)``: the mean
-    offset with weight ``lam`` (per-sample weight, so the mean sees ``lam S``), each sample's
-    deviation from it with ``lam_dev (B, 1, H)``; ``xi`` the Langevin noise (``None``: the
-    proximal, maximum-likelihood step)."""
+    offset's proximal step with weight ``lam``, and each sample's deviation from the mean with
+    ``lam_dev (B, 1, H)``: an Ornstein-Uhlenbeck step with the Langevin noise ``xi``
+    projected to zero mean, or (``xi=None``) the proximal step."""
     d = v - g
     mean = d.mean(dim=1, keepdim=True)
     dev = d - mean
+    mean = mean / (1.0 + 2.0 * lam * eta)  # the location: a proximal step, no noise
     if xi is None:
-        mean = mean / (1.0 + 2.0 * lam * eta)
         dev = dev / (1.0 + 2.0 * lam_dev * eta)
     else:
-        xi_mean = xi.mean(dim=1, keepdim=True)
-        mean = _ou_step(mean, torch.zeros_like(mean), lam, eta, gamma, xi_mean)
-        dev = _ou_step(dev, torch.zeros_like(dev), lam_dev, eta, gamma, xi - xi_mean)
+        dev = _ou_step(dev, torch.zeros_like(dev), lam_dev, eta, gamma,
+                       xi - xi.mean(dim=1, keepdim=True))
     return g + mean + dev
 
 
