@@ -422,6 +422,9 @@ def main() -> int:
                    "windows")
     p.add_argument("--sample-study", action="store_true",
                    help="also score 16 and 32 samples on the validation windows")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="combine the JSON of runs on separate datasets (run one after the "
+                   "other or side by side) into one result, and print the table")
     p.add_argument("--cli-check", action="store_true",
                    help="time the default CLI train + evaluate against the estimator")
     p.add_argument("--seed", type=int, default=0)
@@ -429,6 +432,8 @@ def main() -> int:
     p.add_argument("--cache", default=str(Path(os.environ.get(
         "POLYDIFF_CACHE", Path.home() / ".cache" / "polydiff")) / "bench-tsdiff"))
     args = p.parse_args()
+    if args.merge:
+        return merge(args)
     torch.set_num_threads(args.threads)
     machine = {"device": "cpu", "torch_threads": torch.get_num_threads(),
                "cpus": os.cpu_count(), "platform": platform.platform(),
@@ -451,6 +456,25 @@ def main() -> int:
         print_table(result)
     else:
         print(json.dumps(result["cli_check"], indent=2))
+    return 0
+
+
+def merge(args: argparse.Namespace) -> int:
+    """One result from the JSON of several runs (each dataset from one run, its models and
+    baselines side by side); total seconds are the sums over the runs."""
+    out: dict[str, Any] = {"datasets": {}, "runs": []}
+    for path in args.merge:
+        r = json.loads(Path(path).read_text())
+        out["datasets"].update(r["datasets"])
+        out["runs"].append({"file": Path(path).name, "datasets": list(r["datasets"]),
+                            "seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"],
+                            "settings": r["settings"], "machine": r["machine"]})
+    out["seconds"] = sum(r["seconds"] for r in out["runs"])
+    out["cpu_seconds"] = sum(r["cpu_seconds"] for r in out["runs"])
+    text = json.dumps(out, indent=2, default=str)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text) if args.json else print_table(out)
     return 0
 
 
