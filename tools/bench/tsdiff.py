@@ -406,7 +406,7 @@ def main() -> int:
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--scale", type=float, default=None,
                    help="fix the guidance scale (default: chosen on the validation windows)")
-    p.add_argument("--scale-grid", default="1,2,4,8")
+    p.add_argument("--scale-grid", default="1,2,4")
     p.add_argument("--spread", type=float, default=None,
                    help="fix the spread recalibration (default: chosen on the validation "
                    "windows)")
