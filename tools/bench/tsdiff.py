@@ -107,8 +107,9 @@ class Clock:
 
 
 def tsdiff_model(name: str, train: list[np.ndarray], cfg: Any, d: Any, args: argparse.Namespace
-                 ) -> tuple[Any, float, str]:
-    """A trained (or cached) TSDiff model, its training seconds and cache key."""
+                 ) -> tuple[Any, dict[str, float], str]:
+    """A trained (or cached) TSDiff model, its training time (wall and CPU seconds, recorded
+    when it was trained) and cache key."""
     fields = {"data": name, "cfg": asdict(cfg), "steps": d.train_steps, "batch": d.batch_size,
               "lr": d.lr, "seed": args.seed, "n": [len(s) for s in train],
               "sum": float(sum(np.nansum(s) for s in train)), "v": 2}
@@ -118,20 +119,22 @@ def tsdiff_model(name: str, train: list[np.ndarray], cfg: Any, d: Any, args: arg
     if (run / "model" / "model.safetensors").is_file() and (run / "bench.json").is_file():
         log(f"[{name}] tsdiff: cached model {run}")
         meta = json.loads((run / "bench.json").read_text())
-        return wf.load_model(run), float(meta["train_seconds"]), digest
+        return wf.load_model(run), {"train_seconds": float(meta["train_seconds"]),
+                                    "train_cpu_seconds": float(meta["cpu"])}, digest
     log(f"[{name}] tsdiff: training {d.train_steps} steps x {d.batch_size}")
     with Clock() as c:
         model = wf.train_model(cfg, train, run, steps=d.train_steps, batch_size=d.batch_size,
                                lr=d.lr, seed=args.seed, progress=False)
     (run / "bench.json").write_text(json.dumps({"train_seconds": c.wall, "cpu": c.cpu,
                                                 "key": key}))
-    return model.eval(), c.wall, digest
+    return model.eval(), {"train_seconds": c.wall, "train_cpu_seconds": c.cpu}, digest
 
 
 def deepar(fit: Any, contexts: list[list[np.ndarray]], starts: list[list[Any]], freq: str,
-           h: int, d: Any, args: argparse.Namespace) -> tuple[list[np.ndarray], float, float]:
+           h: int, d: Any, args: argparse.Namespace
+           ) -> tuple[list[np.ndarray], dict[str, float]]:
     """gluonts' DeepAR, trained for the TSDiff budget (steps x batch) on ``fit``; forecasts
-    every list of contexts. Returns the samples per list, training and forecast seconds."""
+    every list of contexts. Returns the samples per list and the times."""
     from gluonts.dataset.common import ListDataset
     from gluonts.torch import DeepAREstimator
 
@@ -147,20 +150,19 @@ def deepar(fit: Any, contexts: list[list[np.ndarray]], starts: list[list[Any]], 
             lr=d.lr, trainer_kwargs={"max_epochs": epochs, "enable_progress_bar": False,
                                      "enable_model_summary": False, "logger": False,
                                      "accelerator": "cpu", "default_root_dir": tmp})
-        tic = time.perf_counter()
-        with contextlib.redirect_stdout(sys.stderr):
+        with Clock() as c_train, contextlib.redirect_stdout(sys.stderr):
             predictor = est.train(ListDataset(
                 [{"start": s.start, "target": s.target.astype(np.float32)} for s in fit],
                 freq=freq))
-        train_s = time.perf_counter() - tic
     outs = []
-    tic = time.perf_counter()
-    for ctx, st in zip(contexts, starts, strict=True):
-        test = ListDataset([{"start": s, "target": c.astype(np.float32)}
-                            for s, c in zip(st, ctx, strict=True)], freq=freq)
-        fs = list(predictor.predict(test, num_samples=d.num_samples))
-        outs.append(np.stack([f.samples for f in fs]))
-    return outs, train_s, time.perf_counter() - tic
+    with Clock() as c_pred:
+        for ctx, st in zip(contexts, starts, strict=True):
+            test = ListDataset([{"start": s, "target": c.astype(np.float32)}
+                                for s, c in zip(st, ctx, strict=True)], freq=freq)
+            fs = list(predictor.predict(test, num_samples=d.num_samples))
+            outs.append(np.stack([f.samples for f in fs]))
+    return outs, {"train_seconds": c_train.wall, "train_cpu_seconds": c_train.cpu,
+                  "forecast_seconds": c_pred.wall, "forecast_cpu_seconds": c_pred.cpu}
 
 
 def scores(tg: list[np.ndarray], x: np.ndarray, ctx: list[np.ndarray], m: int, clip: bool
@@ -185,6 +187,9 @@ def setup(name: str) -> tuple[Any, Any, Any]:
 def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     spec = DATASETS[name]
     ds, d, cfg = setup(name)
+    if args.smoke:  # a seconds-long run of every code path (numbers meaningless)
+        spec = {**spec, "windows": 1, "val_windows": 1}
+        d = d.replace(train_steps=4, num_samples=8, sampling_steps=2)
     h, m = d.prediction_length, d.season
     train, wins = train_test_split(ds, h, n_windows=spec["windows"], stride=spec["stride"])
     fit, vwins = train_test_split(train, h, n_windows=spec["val_windows"],
@@ -200,18 +205,21 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {"models": {}, "validation": {}}
     times: dict[str, dict[str, float]] = {}
 
-    model, train_s, digest = tsdiff_model(name, series, cfg, d, args)
-    times["tsdiff"] = {"train_seconds": train_s}
+    model, train_t, digest = tsdiff_model(name, series, cfg, d, args)
+    none = {"train_seconds": 0.0, "train_cpu_seconds": 0.0}
+
+    def timed(train: dict[str, float], c: Clock) -> dict[str, float]:
+        return {**train, "forecast_seconds": c.wall, "forecast_cpu_seconds": c.cpu}
 
     def sample(split: str, scale: float, sampler: str = d.sampler,
                steps: int | None = d.sampling_steps, num_samples: int = d.num_samples,
-               spread: float = 1.0) -> tuple[np.ndarray, float]:
+               spread: float = 1.0) -> tuple[np.ndarray, Clock]:
         with Clock() as c, np.errstate(all="ignore"):
             x = wf.tsdiff_samples(model, ctx[split], num_samples=num_samples,
                                   guidance=d.guidance, scale=scale, sampler=sampler,
                                   steps=steps, seed=args.seed, batch_size=args.forecast_batch,
                                   spread=spread)
-        return x, c.wall
+        return x, c
 
     # ---- validation: the guidance scale and the spread recalibration (on the same samples),
     # and the refinement variants (coverage of each)
@@ -225,7 +233,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         for spread in spreads:
             x = rescale_spread(raw, spread)
             sc = scores(tg["val"], x, ctx["val"], m, clip)
-            cands.append({"scale": scale, "spread": spread, **sc, "seconds": sec,
+            cands.append({"scale": scale, "spread": spread, **sc, "seconds": sec.wall,
                           "sampler": d.sampler, "steps": d.sampling_steps})
             log(f"[{name}] validation tsdiff scale {scale:g} spread {spread:g}: CRPS "
                 f"{sc['crps']:.4f} coverage {sc['coverage80']:.2f}")
@@ -238,7 +246,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         for n in (16, 32):
             x, sec = sample("val", best["scale"], num_samples=n, spread=best["spread"])
             study.append({"num_samples": n, **scores(tg["val"], x, ctx["val"], m, clip),
-                          "seconds": sec})
+                          "seconds": sec.wall, "cpu_seconds": sec.cpu})
             log(f"[{name}] validation tsdiff {n} samples: CRPS {study[-1]['crps']:.4f} "
                 f"coverage {study[-1]['coverage80']:.2f}")
         res["validation"]["num_samples"] = study
@@ -247,9 +255,10 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         for sampler, steps in (("ddim", 10), ("ddim", 50), ("ddpm", 100)):
             x, sec = sample("val", best["scale"], sampler, steps, spread=best["spread"])
             study.append({"sampler": sampler, "steps": steps,
-                          **scores(tg["val"], x, ctx["val"], m, clip), "seconds": sec})
+                          **scores(tg["val"], x, ctx["val"], m, clip), "seconds": sec.wall,
+                          "cpu_seconds": sec.cpu})
             log(f"[{name}] validation {sampler} {steps}: CRPS {study[-1]['crps']:.4f} "
-                f"coverage {study[-1]['coverage80']:.2f} ({sec:.0f} s)")
+                f"coverage {study[-1]['coverage80']:.2f} ({sec.cpu:.0f} CPU s)")
         res["validation"]["samplers"] = study
     res["validation"]["table"] = {"scale": d.scale, "spread": d.spread}
     snp_val = wf.seasonal_naive_samples(ctx["val"], h, m, num_samples=d.num_samples,
@@ -275,39 +284,39 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     # ---- test
     x, sec = sample("test", scale, spread=spread)
     res["models"]["tsdiff"] = scores(tg["test"], x, ctx["test"], m, clip)
-    times["tsdiff"]["forecast_seconds"] = sec
+    times["tsdiff"] = timed(train_t, sec)
     if args.ddpm:
         x, sec = sample("test", scale, "ddpm", None, spread=spread)
         res["models"]["tsdiff_ddpm100"] = scores(tg["test"], x, ctx["test"], m, clip)
-        times["tsdiff_ddpm100"] = {"train_seconds": train_s, "forecast_seconds": sec}
+        times["tsdiff_ddpm100"] = timed(train_t, sec)
     with Clock() as c:
         sn = wf.gluonts_seasonal_naive_samples(ctx["test"], starts["test"], ds.freq, h, m)
     res["models"]["seasonal_naive"] = scores(tg["test"], sn, ctx["test"], m, clip)
-    times["seasonal_naive"] = {"train_seconds": 0.0, "forecast_seconds": c.wall}
+    times["seasonal_naive"] = timed(none, c)
     with Clock() as c:
         snp = wf.seasonal_naive_samples(ctx["test"], h, m, num_samples=d.num_samples,
                                         seed=args.seed)
     res["models"]["seasonal_naive_prob"] = scores(tg["test"], snp, ctx["test"], m, clip)
-    times["seasonal_naive_prob"] = {"train_seconds": 0.0, "forecast_seconds": c.wall}
+    times["seasonal_naive_prob"] = timed(none, c)
     with Clock() as c:
         lin = wf.linear_samples(series, ctx["test"], h, ds.freq, num_samples=d.num_samples,
                                 seed=args.seed)
     res["models"]["linear"] = scores(tg["test"], lin, ctx["test"], m, clip)
-    times["linear"] = {"train_seconds": 0.0, "forecast_seconds": c.wall}
+    times["linear"] = timed(none, c)
     if not args.no_refine:
         with Clock() as c, np.errstate(all="ignore"):
             ref = wf.refine_samples(model, ctx["test"], np.maximum(snp, 0) if clip else snp,
                                     seed=args.seed, batch_size=args.forecast_batch)
         res["models"]["refined_sn"] = scores(tg["test"], ref, ctx["test"], m, clip)
-        times["refined_sn"] = {"train_seconds": train_s, "forecast_seconds": c.wall}
+        times["refined_sn"] = timed(train_t, c)
     if not args.no_deepar:
         log(f"[{name}] deepar: training {d.train_steps} steps x {d.batch_size}")
-        (da,), da_train, da_pred = deepar(fit, [ctx["test"]], [starts["test"]], ds.freq, h, d,
-                                          args)
+        (da,), da_times = deepar(fit, [ctx["test"]], [starts["test"]], ds.freq, h, d, args)
         res["models"]["deepar"] = scores(tg["test"], da, ctx["test"], m, clip)
-        times["deepar"] = {"train_seconds": da_train, "forecast_seconds": da_pred}
+        times["deepar"] = da_times
     for k, t in times.items():
         t["total_seconds"] = t["train_seconds"] + t["forecast_seconds"]
+        t["total_cpu_seconds"] = t["train_cpu_seconds"] + t["forecast_cpu_seconds"]
         res["models"][k].update(t)
     ref_crps = res["models"]["seasonal_naive"]["crps"]
     prob_crps = res["models"]["seasonal_naive_prob"]["crps"]
@@ -428,6 +437,8 @@ def main() -> int:
     p.add_argument("--cli-check", action="store_true",
                    help="time the default CLI train + evaluate against the estimator")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny budget on 1 window: checks the code paths, not the method")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     p.add_argument("--cache", default=str(Path(os.environ.get(
         "POLYDIFF_CACHE", Path.home() / ".cache" / "polydiff")) / "bench-tsdiff"))
@@ -479,7 +490,7 @@ def merge(args: argparse.Namespace) -> int:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    cols = ("crps", "mase", "coverage80", "total_seconds")
+    cols = ("crps", "mase", "coverage80", "total_seconds", "total_cpu_seconds")
     for name, res in result["datasets"].items():
         print(f"{name}: scale {res['settings']['scale']:g}, spread "
               f"{res['settings']['spread']:g} (validation), "
