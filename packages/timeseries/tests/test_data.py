@@ -267,3 +267,67 @@ def test_offline_vic_elec():
     utc = D.load_offline("vic_elec", clock="utc")[0]
     assert not np.isnan(utc.target).any() and len(utc) == 52608
     assert 2000 < np.nanmin(s.target) and np.nanmax(s.target) < 10000  # MWh per half hour
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_irregular_message_states_gaps_in_any_resolution(unit):
+    """pandas 3 (and pandas 2 for non-nanosecond columns) stores timestamps in seconds or
+    microseconds: the gaps must still read as the real durations (``asi8`` counts in the
+    index's own unit; reading it as nanoseconds showed 62 minutes as 3.72 microseconds)."""
+    steps = [62, 67, 55, 63, 60, 58, 70, 61, 66, 52, 59, 64]
+    ts = pd.Timestamp("2021-01-01") + pd.to_timedelta(np.cumsum([0, *steps]), unit="min")
+    df = pd.DataFrame({"item_id": "x", "timestamp": ts.astype(f"datetime64[{unit}]"),
+                       "target": np.arange(len(ts), dtype=float)})
+    assert str(df["timestamp"].dtype) == f"datetime64[{unit}]"
+    msg = _error(IrregularTimestampsError, from_long_frame, df)
+    assert "steps of 0 days 01:02:00 and 0 days 01:07:00" in msg, msg
+
+
+def test_column_layouts_and_names():
+    df = _long()
+    nixtla = df.rename(columns={"item_id": "unique_id", "timestamp": "ds", "target": "y"})
+    a, b = from_long_frame(df), from_long_frame(nixtla)
+    assert a.item_ids == b.item_ids and a.freq == b.freq
+    np.testing.assert_array_equal(a[1].target, b[1].target)
+    # named columns, and a table without an id column is one series
+    custom = df.rename(columns={"item_id": "sensor", "timestamp": "when", "target": "count"})
+    c = from_long_frame(custom, item_id="sensor", timestamp="when", target="count")
+    assert c.item_ids == ["a", "b"]
+    one = from_long_frame(nixtla[nixtla.unique_id == "a"].drop(columns="unique_id"), name="one")
+    assert one.item_ids == ["one"] and len(one[0]) == 30
+    # both layouts present: ambiguous, one line naming the options
+    both = pd.concat([df, nixtla[["unique_id", "ds", "y"]]], axis=1)
+    msg = _error(MissingColumnError, from_long_frame, both)
+    assert "--id-col" in msg and "unique_id, ds, y" in msg
+    assert from_long_frame(both, item_id="unique_id", timestamp="ds", target="y").item_ids == \
+        ["a", "b"]
+    msg = _error(MissingColumnError, from_long_frame, df.rename(columns={"target": "value"}))
+    assert "'target' not found" in msg and "--target-col" in msg
+    assert D.resolve_columns(["unique_id", "ds", "sales"], target="sales") == (
+        "unique_id", "ds", "sales")
+
+
+def test_load_table_with_columns(tmp_path):
+    df = _long().rename(columns={"item_id": "unique_id", "timestamp": "ds", "target": "y"})
+    path = tmp_path / "nixtla.csv"
+    df.to_csv(path, index=False)
+    assert D.load_table(path).item_ids == ["a", "b"]
+    df.rename(columns={"y": "sales"}).to_csv(path, index=False)
+    assert len(D.load_table(path, target="sales")) == 2
+    wide = pd.DataFrame({"ds": pd.date_range("2021-01-01", periods=20, freq="D"),
+                         "x": np.arange(20.0), "y2": np.ones(20)})
+    wide.to_csv(tmp_path / "wide.csv", index=False)
+    w = D.load_table(tmp_path / "wide.csv", layout="wide")
+    assert w.item_ids == ["x", "y2"] and w.freq == "D"
+
+
+def test_offline_monthly_and_daily():
+    pytest.importorskip("tsdata")
+    live = D.load_offline("aus_livestock")
+    assert live.freq == "M" and len(live) == 54
+    assert all(s.item_id.count("/") == 1 for s in live)
+    assert not any(np.isnan(s.target).any() for s in live)
+    air = D.load_offline("warsaw_air")
+    assert air.freq == "D" and air.item_ids == ["pm25", "pm10", "no2"]
+    assert all(3000 < len(s) < 4200 and np.isnan(s.target).mean() < 0.1 for s in air)
+    assert air[0].index[-1] >= pd.Period("2025-05-01", freq="D")

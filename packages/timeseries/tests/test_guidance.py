@@ -112,7 +112,7 @@ def test_quantile_guidance_orders_sample_paths() -> None:
     den = gm.denoiser(proc)
     ctx = _context(gm).expand(60, C)  # 60 series, 5 samples each at levels 1/6 .. 5/6
     out = forecast(den, ctx, H, num_samples=5, guidance="quantile", scale=8.0, seed=0,
-                   dtype=F64)
+                   dtype=F64, sampler="ddpm")
     level_means = out.mean(dim=(0, 2))  # measured -1.28, -1.03, -0.67, 0.17, 1.40
     assert bool((level_means[1:] > level_means[:-1] + 0.1).all()), level_means
     assert sample_quantile_levels(5).tolist() == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6,
@@ -129,7 +129,8 @@ def test_nan_context_is_imputed_and_forecast_matches_conditional() -> None:
     obs = [j for j in range(C) if j not in miss]
     free = miss + list(range(C, L))
     mean, cov = _conditional(gm, ctx, obs, free)
-    kw = dict(num_samples=2000, guidance="mse", seed=0, dtype=F64, return_window=True)
+    kw = dict(num_samples=2000, guidance="mse", seed=0, dtype=F64, return_window=True,
+              sampler="ddpm")
     win = forecast(den, ctx_nan.numpy(), H, scale=6.0, **kw)[0]
     assert bool(torch.isfinite(win).all())
     kl_h = _kl(win[:, C:], mean[3:], cov[3:, 3:])  # measured 0.17

@@ -255,6 +255,28 @@ def test_forecaster_prepares_windows_and_descales(tiny):
     assert np.isnan(past[1, :-30]).all() and np.array_equal(past[1, -30:], series[1])
     w = tiny.forecast_window(past[:2])  # the first batch, by hand
     ctx = torch.where(w.observed, w.x, torch.full_like(w.x, float("nan")))[:, 0, :48]
+    from polydiff.timeseries.tsdiff.defaults import defaults_for
+
+    table = defaults_for("h")  # settings not given come from the defaults table
+    assert {k: fc.forecast_kwargs[k] for k in ("guidance", "scale", "sampler")} == {
+        "guidance": table.guidance, "scale": table.scale, "sampler": table.sampler}
     want = forecast(tiny.denoiser(), ctx, cfg.prediction_length, num_samples=3, steps=4,
-                    cond=w.cond, channel_dim=True, seed=1) * w.scale[:, :, None]
+                    cond=w.cond, channel_dim=True, seed=1, scale=table.scale,
+                    sampler=table.sampler) * w.scale[:, :, None]
     np.testing.assert_allclose(out[:2], want.double().numpy(), rtol=1e-6)
+
+
+def test_rescale_spread_keeps_median_and_order():
+    from polydiff.timeseries.tsdiff.forecaster import TSDiffForecaster, rescale_spread
+
+    x = np.sort(np.random.default_rng(0).normal(size=(3, 9, 5)), axis=1)
+    y = rescale_spread(x, 0.5)
+    np.testing.assert_allclose(np.median(y, axis=1), np.median(x, axis=1))
+    np.testing.assert_allclose(y - np.median(y, axis=1, keepdims=True),
+                               0.5 * (x - np.median(x, axis=1, keepdims=True)))
+    assert (np.diff(y, axis=1) >= 0).all() and rescale_spread(x, 1.0) is x
+    with pytest.raises(ValueError, match="spread"):
+        rescale_spread(x, 0.0)
+    model = TSDiffModel(TSDiffConfig.tiny())
+    with pytest.raises(ValueError, match="spread"):
+        TSDiffForecaster(model, spread=-1.0)

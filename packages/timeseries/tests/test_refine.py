@@ -168,7 +168,70 @@ def test_infinite_prox_weight_keeps_the_base_forecast(prior: str) -> None:
     big = refine(den, ctx, base, prox_weight=1e8, prior=prior, dtype=F64)
     assert float((big - base).abs().max()) < 1e-5
     lang = refine(den, ctx, base, method="langevin", prox_weight=1e8, prior=prior, dtype=F64)
-    assert float((lang - base).abs().max()) < 1e-5
+    # Langevin with a tie of weight lambda leaves N(base, gamma^2 / (2 lambda)) invariant
+    # (the exact Ornstein-Uhlenbeck step, prior "mse"); the pinball tie's proximal step
+    # shrinks the noise further
+    assert float((lang - base).abs().max()) < 6 * 0.1 / math.sqrt(2e8)
+
+
+def test_langevin_tie_is_exact_for_any_step_size() -> None:
+    """Without the energy (a constant denoiser error) the squared-error tie alone must leave
+    its Gaussian N(g, gamma^2 / (2 lambda)) invariant, however large ``lr * lambda``."""
+    from polydiff.core.denoiser import Denoiser
+
+    class Zero(Denoiser):  # eps_hat = 0: the denoising energy does not depend on y
+        def x0_eps(self, x, t, **cond):
+            return x / self.process.alpha(t)[:, None], 0.0 * x
+
+    proc = VPDiscrete.linear(100, 1e-4, 0.1)
+    ctx = torch.zeros(1, C, dtype=F64)
+    base = torch.zeros(1, 4000, H, dtype=F64)
+    for lam, lr in ((1.0, 0.1), (50.0, 0.5)):
+        out = refine(Zero(proc), ctx, base, method="langevin", prox_weight=lam, lr=lr,
+                     noise_scale=1.0, steps=30, dtype=F64)
+        assert float(out.std()) == pytest.approx(1 / math.sqrt(2 * lam), rel=0.03)
+
+
+def _calibrated_base(b: int = 16, s: int = 100):
+    """Exact conditional samples (a calibrated sample forecast) and the conditional mean."""
+    gm, proc, ctx, mean, prec, _ = _problem(b)
+    chol = torch.linalg.cholesky(torch.linalg.inv(prec))
+    z = torch.randn(b, s, H, generator=torch.Generator().manual_seed(5), dtype=F64)
+    return gm.denoiser(proc), ctx, mean, mean[:, None] + z @ chol.T
+
+
+def test_keep_spread_refines_the_location_and_keeps_the_spread() -> None:
+    den, ctx, mean, exact = _calibrated_base()
+    shifted = exact + 1.0  # a biased base forecast with the right spread
+    kw = dict(steps=20, lr=0.1, dtype=F64)
+    lang = refine(den, ctx, shifted, method="langevin", noise_scale=1.0, keep_spread=True, **kw)
+    ml_keep = refine(den, ctx, shifted, method="ml", keep_spread=True, **kw)
+    ml = refine(den, ctx, shifted, method="ml", **kw)  # the paper's refinement
+
+    def spread(x):
+        return float(x.std(dim=1).mean() / shifted.std(dim=1).mean())
+
+    def bias(x):
+        return float((x.mean(dim=1) - mean).abs().mean())
+
+    # the location moves towards the exact conditional mean as much as under ML refinement
+    assert bias(lang) < 0.9 * bias(shifted) and bias(ml_keep) < 0.9 * bias(shifted)
+    assert bias(lang) == pytest.approx(bias(ml), rel=0.05)
+    # Langevin keeps the spread (the kernels add ~6%), ML with the split tie keeps most of
+    # it, ML with the plain tie shrinks it
+    assert 0.97 < spread(lang) < 1.15
+    assert 0.9 < spread(ml_keep) < 1.0
+    assert spread(ml) < 0.85
+    # a calibrated base stays calibrated: the conditional's 80% interval coverage
+    chol_cov = torch.linalg.inv(_problem(16)[4])
+    sd = chol_cov.diagonal().sqrt()
+    for x in (exact, refine(den, ctx, exact, method="langevin", noise_scale=1.0,
+                            keep_spread=True, **kw)):
+        lo, hi = x.quantile(0.1, dim=1), x.quantile(0.9, dim=1)
+        z = torch.randn(200, 16, H, generator=torch.Generator().manual_seed(9), dtype=F64)
+        truth = mean + z * sd
+        cover = float(((truth >= lo) & (truth <= hi)).double().mean())
+        assert 0.74 < cover < 0.86, cover
 
 
 def test_prior_prox_matches_brute_force() -> None:
@@ -247,3 +310,5 @@ def test_bad_input() -> None:
         refine(den, ctx, base, method="hmc")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="diffusion times"):
         denoising_energy(den, torch.zeros(2, L, dtype=F64), t=2.0)
+    with pytest.raises(ValueError, match="keep_spread"):
+        refine(den, ctx, base, keep_spread=True, prior="quantile")

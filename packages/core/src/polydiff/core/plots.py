@@ -149,7 +149,8 @@ def fan_chart(path: str | os.PathLike[str], history: Any, quantiles: Mapping[flo
               title: str = "", xlabel: str = "time step", ylabel: str = "value") -> Path:
     """A probabilistic forecast: ``history`` (observed), shaded central intervals from
     ``quantiles`` (level -> ``(H,)`` values, e.g. 0.1 ... 0.9, paired symmetrically), the
-    median line, and optionally the realised ``truth``."""
+    median line, and optionally the realised ``truth``. Datetime ``history_x`` /
+    ``forecast_x`` give a date axis with concise tick labels."""
     import numpy as np
 
     plt = _pyplot()
@@ -171,6 +172,12 @@ def fan_chart(path: str | os.PathLike[str], history: Any, quantiles: Mapping[flo
     if truth is not None:
         ax.plot(fx, np.asarray(truth, dtype=float), color="tab:red", lw=1.0, ls="--",
                 label="actual")
+    if np.issubdtype(np.asarray(fx).dtype, np.datetime64):  # dates: concise, readable ticks
+        import matplotlib.dates as mdates
+
+        locator = mdates.AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:

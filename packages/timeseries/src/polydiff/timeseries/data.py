@@ -41,7 +41,8 @@ __all__ = [
     "AllMissingError", "DataError", "DatasetUnavailableError", "DuplicateTimestampError",
     "ForecastWindow", "IrregularTimestampsError", "MissingColumnError", "NonNumericTargetError",
     "SeriesTooShortError", "TimeSeries", "TimeSeriesDataset", "UnsupportedFrequencyError",
-    "default_lags", "from_long_frame", "load_table", "normalize_freq", "read_table",
+    "LAYOUTS", "default_lags", "from_long_frame", "load_table", "normalize_freq", "read_table",
+    "resolve_columns",
     "rolling_origin_splits", "seasonal_period", "train_test_split", "write_table",
 ]  # plus, lazily, the loaders of polydiff.timeseries.datasets (load_offline, ...)
 
@@ -314,29 +315,85 @@ def _infer_item_freq(ts: pd.DatetimeIndex) -> str | None:
 
 
 def _describe_irregular(ts: pd.DatetimeIndex) -> str:
-    d = np.diff(ts.asi8)
-    common = Counter(d.tolist()).most_common(1)[0][0]
-    i = int(np.flatnonzero(d != common)[0]) if np.any(d != common) else 0
-    return (f"cannot infer a frequency: steps of {pd.Timedelta(common)} and "
-            f"{pd.Timedelta(int(d[i]))} (between {_fmt(ts[i])} and {_fmt(ts[i + 1])})")
+    # differences as Timedeltas, never raw integers: ``asi8`` counts in the index's own unit
+    # (nanoseconds in pandas 2 by default, seconds or microseconds for other resolutions
+    # and in pandas 3), so reading it as nanoseconds misstates the gaps
+    d = list(pd.TimedeltaIndex(np.diff(ts.to_numpy())))
+    common = Counter(d).most_common(1)[0][0]
+    i = next((k for k, v in enumerate(d) if v != common), 0)
+    return (f"cannot infer a frequency: steps of {common} and {d[i]} (between "
+            f"{_fmt(ts[i])} and {_fmt(ts[i + 1])})")
+
+
+#: the long-table layouts read without naming columns: (item id, timestamp, target)
+LAYOUTS: tuple[tuple[str, str, str], ...] = (("item_id", "timestamp", "target"),
+                                             ("unique_id", "ds", "y"))
+_AUTO = "auto"
+
+
+def resolve_columns(columns: Sequence[Any], item_id: str | None = _AUTO,
+                    timestamp: str = _AUTO, target: str = _AUTO
+                    ) -> tuple[str | None, str, str]:
+    """The (item id, timestamp, target) columns of a long table. Names given are used as
+    they are; ``"auto"`` ones come from the first of :data:`LAYOUTS` (gluonts/polydiff's
+    ``item_id, timestamp, target``, then statsforecast/nixtla's ``unique_id, ds, y``) whose
+    columns are all present, when exactly one layout fits; a table with a layout's
+    timestamp and target but no item column is one series (``item_id`` ``None``).
+    Raises :class:`MissingColumnError` (one line, listing the columns) otherwise."""
+    cols = {str(c) for c in columns}
+    given = {"item_id": item_id, "timestamp": timestamp, "target": target}
+    auto = [k for k, v in given.items() if v == _AUTO]
+    if auto:
+        fits = []
+        for layout in LAYOUTS:
+            cand = dict(zip(("item_id", "timestamp", "target"), layout, strict=True))
+            want = {k: (cand[k] if v == _AUTO else v) for k, v in given.items()}
+            if all(v is None or v in cols for v in want.values()):
+                fits.append(want)
+            elif want["item_id"] is not None and item_id == _AUTO and \
+                    want["timestamp"] in cols and want["target"] in cols:
+                fits.append({**want, "item_id": None})  # one series without an id column
+        full = [f for f in fits if f["item_id"] is not None or item_id is None]
+        fits = full or fits
+        if len(fits) > 1:
+            options = "; ".join(", ".join(str(v) for v in f.values()) for f in fits)
+            raise MissingColumnError(
+                f"the table fits more than one column layout ({options}): name the columns "
+                "(--id-col, --time-col, --target-col)")
+        if fits:
+            given = fits[0]
+        else:
+            layout = LAYOUTS[0]
+            given = {k: (v if v != _AUTO else d) for (k, v), d in
+                     zip(given.items(), layout, strict=True)}
+    missing = [v for v in given.values() if v is not None and v not in cols]
+    if missing:
+        names = " / ".join(", ".join(layout) for layout in LAYOUTS)
+        raise MissingColumnError(
+            f"column {missing[0]!r} not found (columns: {', '.join(map(str, columns))}); "
+            f"name the columns (--id-col, --time-col, --target-col) or use {names}")
+    return given["item_id"], str(given["timestamp"]), str(given["target"])
 
 
 def from_long_frame(
-    df: pd.DataFrame, *, item_id: str | None = "item_id", timestamp: str = "timestamp",
-    target: str = "target", freq: str | None = None, covariates: Sequence[str] = (),
+    df: pd.DataFrame, *, item_id: str | None = _AUTO, timestamp: str = _AUTO,
+    target: str = _AUTO, freq: str | None = None, covariates: Sequence[str] = (),
     min_length: int = 1, on_duplicate: Literal["error", "mean", "first", "last"] = "error",
     name: str = "",
 ) -> TimeSeriesDataset:
     """Build a :class:`TimeSeriesDataset` from a long table (one row per item and timestamp).
 
-    ``item_id=None`` reads a single series. The frequency is inferred per item (pandas'
+    Columns: ``item_id``, ``timestamp`` and ``target`` name them; left at ``"auto"`` they are
+    found by :func:`resolve_columns` (``item_id, timestamp, target`` or ``unique_id, ds, y``;
+    a table without an item column is one series). ``item_id=None`` reads a single series.
+    The frequency is inferred per item (pandas'
     ``infer_freq``; with gaps, the most common answer on short windows) and must agree across
     items, or is given as ``freq``. Timestamps missing from a regular grid are filled with NaN
     (noted in ``notes``); NaN targets are kept. Time-zone-aware timestamps keep their wall-clock
     time. Duplicated timestamps raise unless ``on_duplicate`` says how to merge them. Every
     problem raises a :class:`DataError` subclass with a one-line message."""
-    cols = [c for c in (item_id, timestamp, target, *covariates) if c is not None]
-    missing = [c for c in cols if c not in df.columns]
+    item_id, timestamp, target = resolve_columns(df.columns, item_id, timestamp, target)
+    missing = [c for c in covariates if c not in df.columns]
     if missing:
         raise MissingColumnError(f"column {missing[0]!r} not found (columns: "
                                  f"{', '.join(map(str, df.columns))})")
@@ -432,11 +489,13 @@ def from_long_frame(
 
 def read_table(
     path: str | os.PathLike[str], *, layout: Literal["long", "wide"] = "long",
-    timestamp: str = "timestamp", item_id: str = "item_id", target: str = "target",
+    timestamp: str = _AUTO, item_id: str | None = _AUTO, target: str = _AUTO,
 ) -> pd.DataFrame:
-    """Read a CSV or parquet table (by suffix) as a long frame ``item_id, timestamp, target``
-    (plus any other columns). ``layout="wide"``: one ``timestamp`` column and one column per
-    series, melted so that each column name becomes an ``item_id``."""
+    """Read a CSV or parquet table (by suffix). ``layout="long"`` returns it as it is (column
+    names are resolved by :func:`from_long_frame`). ``layout="wide"``: one timestamp column
+    (``timestamp``; ``"auto"``: ``timestamp`` or ``ds``) and one column per series, melted
+    into a long frame ``item_id, timestamp, target`` (or the names given) whose item ids are
+    the column names."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"no such file: {p}")
@@ -453,19 +512,32 @@ def read_table(
             raise
         raise DataError(f"{p}: cannot read table ({str(exc).splitlines()[0]})") from None
     if layout == "wide":
+        if timestamp == _AUTO:
+            found = [c for c in ("timestamp", "ds") if c in df.columns]
+            timestamp = found[0] if len(found) == 1 else "timestamp"
         if timestamp not in df.columns:
             raise MissingColumnError(f"{p}: column {timestamp!r} not found (columns: "
-                                     f"{', '.join(map(str, df.columns))})")
-        df = df.melt(id_vars=[timestamp], var_name=item_id, value_name=target)
-        return df[[item_id, timestamp, target]]
+                                     f"{', '.join(map(str, df.columns))}); name it with "
+                                     "--time-col")
+        out_id = "item_id" if item_id in (_AUTO, None) else item_id
+        out_target = "target" if target == _AUTO else target
+        df = df.melt(id_vars=[timestamp], var_name=out_id, value_name=out_target)
+        return df[[out_id, timestamp, out_target]]
     return df
 
 
 def load_table(path: str | os.PathLike[str], *, layout: Literal["long", "wide"] = "long",
                **kwargs: Any) -> TimeSeriesDataset:
-    """:func:`read_table` then :func:`from_long_frame` (``kwargs`` go to the latter)."""
+    """:func:`read_table` then :func:`from_long_frame` (``kwargs`` go to the latter; the
+    column names ``item_id``, ``timestamp``, ``target`` to both)."""
     cols = {k: kwargs[k] for k in ("timestamp", "item_id", "target") if k in kwargs}
     df = read_table(path, layout=layout, **cols)
+    if layout == "wide":  # melted into these names
+        kwargs["timestamp"] = cols.get("timestamp", _AUTO)
+        if kwargs["timestamp"] == _AUTO:
+            kwargs["timestamp"] = str(df.columns[1])
+        kwargs["item_id"] = str(df.columns[0])
+        kwargs["target"] = str(df.columns[2])
     kwargs.setdefault("name", Path(path).stem)
     return from_long_frame(df, **kwargs)
 

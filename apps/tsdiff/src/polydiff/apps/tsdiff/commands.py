@@ -27,15 +27,17 @@ __all__ = ["TrainSettings", "cmd_train", "cmd_forecast", "cmd_refine", "cmd_synt
 class TrainSettings:
     """``tsdiff train`` settings (TOML via ``--config``, ``--set key=value``; flags win).
 
-    ``prediction_length``/``context_length`` 0 mean "the default for the data"."""
+    ``prediction_length``, ``context_length``, ``lags``, ``steps``, ``batch_size`` and ``lr``
+    left at 0 / ``None`` come from the defaults table for the data's frequency
+    (:func:`polydiff.timeseries.tsdiff.defaults.defaults_for`)."""
 
     preset: str = "small"
     prediction_length: int = 0
     context_length: int = 0
     lags: list[int] | None = None
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 1e-3
+    steps: int = 0
+    batch_size: int = 0
+    lr: float = 0.0
     holdout: int = 0
     seed: int = 0
 
@@ -54,6 +56,13 @@ def _check_lengths(dataset: Any, need: int, what: str) -> None:
                                       f"least {need}")
         if not np.isfinite(s.target).any():
             raise CLIError(f"item {s.item_id!r} has no observed value")
+
+
+def _load(args: argparse.Namespace, split: str) -> Any:
+    """The ``--data`` dataset, with the column and layout options."""
+    return wf.load_data(args.data, freq=args.freq, layout=args.layout, split=split,
+                        id_col=args.id_col, time_col=args.time_col,
+                        target_col=args.target_col)
 
 
 def _new_output(path: Path) -> None:
@@ -87,14 +96,17 @@ def _train(args: argparse.Namespace) -> int:
         value = getattr(args, key, None)
         if value is not None:
             setattr(s, key, value)
-    _positive("--steps", s.steps)
-    _positive("--batch-size", s.batch_size)
+    _positive("--steps", s.steps, 0)
+    _positive("--batch-size", s.batch_size, 0)
     _positive("--prediction-length", s.prediction_length, 0)
     _positive("--context-length", s.context_length, 0)
     _positive("--holdout", s.holdout, 0)
     out = Path(args.output)
     _new_output(out)
-    data = wf.load_data(args.data, freq=args.freq, layout=args.layout, split="train")
+    data = _load(args, "train")
+    table = _defaults(data.freq)
+    s.steps, s.batch_size = s.steps or table.train_steps, s.batch_size or table.batch_size
+    s.lr = s.lr or table.lr
     horizon = s.prediction_length or wf.default_horizon(data)
     try:
         cfg = wf.make_config(s.preset, data.freq, horizon, s.context_length or None, s.lags)
@@ -143,10 +155,17 @@ def _loss_curve(run: Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _defaults(freq: str) -> Any:
+    """The defaults table's row for ``freq``."""
+    from polydiff.timeseries.tsdiff.defaults import defaults_for
+
+    return defaults_for(freq)
+
+
 def _model_and_data(args: argparse.Namespace, split: str = "test") -> tuple[Any, Any, dict]:
     model = wf.load_model(args.model)
     meta = wf.model_meta(args.model)
-    data = wf.load_data(args.data, freq=args.freq, layout=args.layout, split=split)
+    data = _load(args, split)
     if meta.get("freq") and meta["freq"] != data.freq:
         print(f"tsdiff: warning: the model was trained on frequency "
               f"{meta['freq']!r}, the data has {data.freq!r}", file=sys.stderr)
@@ -175,34 +194,45 @@ def _forecast_out(args: argparse.Namespace, data: Any, samples: np.ndarray, stem
     table = _write_table(frame, out / f"{stem}.{args.format}")
     figs = wf.fan_charts(out, [s.target for s in data], samples,
                          [f"{title}: {i}" for i in data.item_ids], max_plots=args.plots,
-                         prefix=stem)
+                         prefix=stem, starts=starts)
     return table, figs
 
 
 # ----------------------------------------------------------------------------- forecast
-def _check_sampling(args: argparse.Namespace) -> None:
-    _positive("--num-samples", args.num_samples)
-    _positive("--steps", args.steps)
-    if not math.isfinite(args.scale) or args.scale < 0:
-        raise CLIError(f"--scale must be a finite number >= 0, got {args.scale}")
+def _sampling(args: argparse.Namespace, freq: str | None) -> dict[str, Any]:
+    """The self-guided forecast settings: the flags given, else the defaults table's for the
+    model's frequency (guided DDIM, 20 steps, 100 samples, the table's guidance scale)."""
+    d = _defaults(freq or "h")
+    sampler = args.sampler or d.sampler
+    out = {"num_samples": d.num_samples if args.num_samples is None else args.num_samples,
+           "guidance": args.guidance or d.guidance,
+           "scale": d.scale if args.scale is None else args.scale,
+           "spread": d.spread if args.spread is None else args.spread, "sampler": sampler,
+           "steps": args.steps if args.steps is not None else (
+               d.sampling_steps if sampler == "ddim" else None)}
+    _positive("--num-samples", out["num_samples"])
+    _positive("--steps", out["steps"])
+    if not math.isfinite(out["scale"]) or out["scale"] < 0:
+        raise CLIError(f"--scale must be a finite number >= 0, got {out['scale']}")
+    if not math.isfinite(out["spread"]) or out["spread"] <= 0:
+        raise CLIError(f"--spread must be a finite number > 0, got {out['spread']}")
+    return out
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
-    _check_sampling(args)
     _new_output(Path(args.output))
-    model, data, _ = _model_and_data(args)
+    model, data, meta = _model_and_data(args)
+    kw = _sampling(args, meta.get("freq") or data.freq)
     cfg = model.config
     _check_lengths(data, cfg.context_length, f"the model's context ({cfg.context_length} steps)")
     tic = time.perf_counter()
-    samples = wf.tsdiff_samples(model, [s.target for s in data], num_samples=args.num_samples,
-                                guidance=args.guidance, scale=args.scale, sampler=args.sampler,
-                                steps=args.steps, seed=args.seed)
+    samples = wf.tsdiff_samples(model, [s.target for s in data], seed=args.seed, **kw)
     if not np.isfinite(samples).all():
         raise RuntimeError("the model produced non-finite forecasts")
     seconds = time.perf_counter() - tic
     table, figs = _forecast_out(args, data, samples, "forecast", "TSDiff forecast")
     emit({"forecast": str(table), "series": len(data), "prediction_length":
-          cfg.prediction_length, "num_samples": args.num_samples, "seconds": round(seconds, 2),
+          cfg.prediction_length, **kw, "seconds": round(seconds, 2),
           "figures": [str(f) for f in figs]}, args.json)
     return 0
 
@@ -214,6 +244,8 @@ def _base_from_table(path: str, data: Any, horizon: int) -> np.ndarray:
     from polydiff.timeseries.data import DataError, read_table
 
     df = read_table(path)
+    if "item_id" not in df.columns and {"unique_id", "ds"} <= set(df.columns):
+        df = df.rename(columns={"unique_id": "item_id", "ds": "timestamp"})
     for col in ("item_id", "timestamp"):
         if col not in df.columns:
             raise DataError(f"{path}: column {col!r} not found (columns: "
@@ -243,32 +275,48 @@ def _base_from_table(path: str, data: Any, horizon: int) -> np.ndarray:
     return np.stack(out)  # (N, S, H)
 
 
+def _refine_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The refinement flags given, else the defaults (Langevin, tied to each base sample)."""
+    from polydiff.timeseries.tsdiff.defaults import REFINE_DEFAULTS as R
+
+    out = {"method": args.method or R.method,
+           "steps": R.steps if args.iterations is None else args.iterations,
+           "lr": R.lr if args.lr is None else args.lr,
+           "prox_weight": R.prox_weight if args.prox_weight is None else args.prox_weight,
+           "noise_scale": R.noise_scale if args.noise_scale is None else args.noise_scale,
+           "prior": args.prior or R.prior,
+           "keep_spread": R.keep_spread if args.keep_spread is None else args.keep_spread}
+    if out["prior"] != "mse":
+        out["keep_spread"] = False
+    _positive("--iterations", out["steps"], 0)
+    if not out["lr"] > 0 or not out["prox_weight"] >= 0 or not out["noise_scale"] >= 0:
+        raise CLIError("--lr must be > 0, --prox-weight and --noise-scale >= 0")
+    return out
+
+
 def cmd_refine(args: argparse.Namespace) -> int:
     _positive("--num-samples", args.num_samples)
-    _positive("--iterations", args.iterations, 0)
-    if not args.lr > 0 or not args.prox_weight >= 0:
-        raise CLIError("--lr must be > 0 and --prox-weight >= 0")
+    settings = _refine_settings(args)
     _new_output(Path(args.output))
-    model, data, _ = _model_and_data(args)
+    model, data, meta = _model_and_data(args)
+    num_samples = args.num_samples or _defaults(meta.get("freq") or data.freq).num_samples
     cfg = model.config
     h = cfg.prediction_length
     _check_lengths(data, cfg.context_length, f"the model's context ({cfg.context_length} steps)")
     contexts = [s.target for s in data]
     if args.base == "seasonal_naive":
         base = wf.seasonal_naive_samples(contexts, h, _season(data.freq),
-                                         num_samples=args.num_samples, seed=args.seed)
+                                         num_samples=num_samples, seed=args.seed)
     elif args.base == "linear":
         base = wf.linear_samples(contexts, contexts, h, data.freq,
-                                 num_samples=args.num_samples, seed=args.seed)
+                                 num_samples=num_samples, seed=args.seed)
     else:
         base = _base_from_table(args.base, data, h)
     tic = time.perf_counter()
-    refined = wf.refine_samples(model, contexts, base, method=args.method,
-                                steps=args.iterations, lr=args.lr,
-                                prox_weight=args.prox_weight, prior=args.prior, seed=args.seed)
+    refined = wf.refine_samples(model, contexts, base, seed=args.seed, **settings)
     seconds = time.perf_counter() - tic
     table, figs = _forecast_out(args, data, refined, "refined", f"refined {args.base}")
-    emit({"refined": str(table), "base": args.base, "series": len(data),
+    emit({"refined": str(table), "base": args.base, "series": len(data), **settings,
           "change": float(np.mean(np.abs(refined - base)) / max(np.mean(np.abs(base)), 1e-12)),
           "seconds": round(seconds, 2), "figures": [str(f) for f in figs]}, args.json)
     return 0
@@ -290,7 +338,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     cfg = model.config
     data = None
     if args.data is not None:
-        data = wf.load_data(args.data, freq=args.freq, layout=args.layout, split="test")
+        data = _load(args, "test")
         _check_lengths(data, 2 * cfg.window_length, "the linear predictive score")
     tic = time.perf_counter()
     windows = synthesize(model.denoiser(), args.num, cfg.window_length, sampler=args.sampler,
@@ -340,8 +388,8 @@ def _real_windows(data: Any, length: int, per_series: int = 64) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    _check_sampling(args)
     model, data, meta = _model_and_data(args)
+    kw = _sampling(args, meta.get("freq") or data.freq)
     cfg = model.config
     h = cfg.prediction_length
     k = args.windows if args.windows is not None else max(1, int(meta.get("holdout", 0)))
@@ -351,18 +399,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"{int(meta.get('holdout', 0))}: {k} windows overlap its training data",
               file=sys.stderr)
     _check_lengths(data, cfg.context_length + k * h,
-                   f"{k} evaluation windows after a context of {cfg.context_length}")
+                   f"{k} evaluation window{'s' if k != 1 else ''} after a context of "
+                   f"{cfg.context_length}")
     wins = wf.windows_for(data, h, k)
-    res = evaluate_all(model, wins, data.freq, num_samples=args.num_samples,
-                       guidance=args.guidance, scale=args.scale, sampler=args.sampler,
-                       steps=args.steps, seed=args.seed, refine_base=not args.no_refine)
-    rows = [{"model": name, **{m: v for m, v in r.items()}} for name, r in res.items()]
+    res = evaluate_all(model, wins, data.freq, seed=args.seed, refine_base=not args.no_refine,
+                       **kw)
+    head = {"windows": len(wins), "series": len(data), "prediction_length": h,
+            "reference": "seasonal_naive (gluonts SeasonalNaivePredictor)", **kw}
     if args.json:
-        emit({"windows": len(wins), "series": len(data), "prediction_length": h,
-              "results": res}, True)
+        emit({**head, "results": res}, True)
     else:
-        emit({"windows": len(wins), "series": len(data), "prediction_length": h,
-              "results": rows}, False)
+        rows = [{"model": name, **r} for name, r in res.items()]
+        emit({**head, "results": rows}, False)
     return 0
 
 
@@ -371,7 +419,10 @@ def evaluate_all(model: Any, wins: list, freq: str, *, num_samples: int, guidanc
                  refine_base: bool = True, train: list[np.ndarray] | None = None
                  ) -> dict[str, dict[str, float]]:
     """Metrics of TSDiff and the baselines on forecast windows (``train``: the linear model's
-    fitting data, default the windows' contexts)."""
+    fitting data, default the windows' contexts). ``seasonal_naive`` is gluonts'
+    ``SeasonalNaivePredictor`` (a point forecast), the reference of ``crps_ratio``;
+    ``seasonal_naive_prob`` is the probabilistic seasonal naive that ``refined_seasonal_naive``
+    starts from."""
     h = model.config.prediction_length
     m = _season(freq)
     ctx = [w.context.target for w in wins]
@@ -381,15 +432,22 @@ def evaluate_all(model: Any, wins: list, freq: str, *, num_samples: int, guidanc
     ts = wf.tsdiff_samples(model, ctx, num_samples=num_samples, guidance=guidance, scale=scale,
                            sampler=sampler, steps=steps, seed=seed)
     out["tsdiff"] = {**wf.score(tg, ts, ctx, m),
-                     "seconds_per_series": (time.perf_counter() - tic) / len(wins)}
-    sn = wf.seasonal_naive_samples(ctx, h, m, num_samples=num_samples, seed=seed)
+                     "seconds_per_window": (time.perf_counter() - tic) / len(wins)}
+    sn = wf.gluonts_seasonal_naive_samples(ctx, [w.context.start for w in wins], freq, h, m)
     out["seasonal_naive"] = wf.score(tg, sn, ctx, m)
+    snp = wf.seasonal_naive_samples(ctx, h, m, num_samples=num_samples, seed=seed)
+    out["seasonal_naive_prob"] = wf.score(tg, snp, ctx, m)
     lin = wf.linear_samples(train or _unique_contexts(wins), ctx, h, freq,
                             num_samples=num_samples, seed=seed)
     out["linear"] = wf.score(tg, lin, ctx, m)
     if refine_base:
-        ref = wf.refine_samples(model, ctx, sn, seed=seed)
-        out["refined_seasonal_naive"] = wf.score(tg, ref, ctx, m)
+        tic = time.perf_counter()
+        ref = wf.refine_samples(model, ctx, snp, seed=seed)
+        out["refined_seasonal_naive"] = {**wf.score(tg, ref, ctx, m), "seconds_per_window":
+                                         (time.perf_counter() - tic) / len(wins)}
+    base = out["seasonal_naive"]["crps"]
+    for r in out.values():
+        r["crps_ratio"] = r["crps"] / base if base > 0 else math.nan
     return out
 
 

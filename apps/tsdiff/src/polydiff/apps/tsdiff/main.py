@@ -20,9 +20,11 @@ from polydiff.core.cli import add_config_args, run_cli
 __all__ = ["build_parser", "main"]
 
 PROG = "tsdiff"
-_DATA_HELP = ("an offline dataset (pedestrian, vic_elec), a gluonts benchmark name (needs a "
-              "network or gluonts' cache), or a CSV/parquet file: long table item_id, "
-              "timestamp, target (or --layout wide)")
+_DATA_HELP = ("an offline dataset (pedestrian, vic_elec, aus_livestock, warsaw_air), a gluonts "
+              "benchmark name (needs a network or gluonts' cache), or a CSV/parquet file: a "
+              "long table with columns item_id, timestamp, target or unique_id, ds, y (or "
+              "name them with --id-col/--time-col/--target-col; --layout wide: a time column "
+              "and one column per series)")
 
 
 def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -31,6 +33,13 @@ def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="pandas frequency of a table (default: inferred), e.g. h, 30min, D")
     p.add_argument("--layout", choices=("long", "wide"), default="long",
                    help="table layout (default: %(default)s)")
+    p.add_argument("--id-col", metavar="NAME",
+                   help="column of the series id (default: item_id or unique_id; none: one "
+                   "series)")
+    p.add_argument("--time-col", metavar="NAME",
+                   help="column of the timestamps (default: timestamp or ds)")
+    p.add_argument("--target-col", metavar="NAME",
+                   help="column of the values (default: target or y)")
 
 
 def _table_args(p: argparse.ArgumentParser) -> None:
@@ -43,17 +52,22 @@ def _table_args(p: argparse.ArgumentParser) -> None:
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("self-guided sampling")
-    g.add_argument("--num-samples", type=int, default=100, metavar="S",
-                   help="sample paths per series (default: %(default)s)")
-    g.add_argument("--guidance", choices=("mse", "quantile"), default="quantile",
-                   help="observation self-guidance (default: %(default)s)")
-    g.add_argument("--scale", type=float, default=4.0,
-                   help="guidance scale s (default: %(default)s)")
-    g.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
-                   help="DDPM ancestral or DDIM (default: %(default)s)")
+    g = p.add_argument_group("self-guided sampling (defaults: the defaults table's for the "
+                             "model's frequency)")
+    g.add_argument("--num-samples", type=int, default=None, metavar="S",
+                   help="sample paths per series (default: 100)")
+    g.add_argument("--guidance", choices=("mse", "quantile"), default=None,
+                   help="observation self-guidance (default: quantile)")
+    g.add_argument("--scale", type=float, default=None,
+                   help="guidance scale s (default: the table's for the frequency, e.g. 2 "
+                   "for hourly data)")
+    g.add_argument("--spread", type=float, default=None,
+                   help="recalibration factor of the samples' spread around their median "
+                   "(default: the table's for the frequency)")
+    g.add_argument("--sampler", choices=("ddim", "ddpm"), default=None,
+                   help="guided DDIM or DDPM ancestral sampling (default: ddim)")
     g.add_argument("--steps", type=int, default=None, metavar="N",
-                   help="sampler steps (default: the model's 100 diffusion steps)")
+                   help="sampler steps (default: 20 for ddim, the model's 100 for ddpm)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
 
@@ -74,11 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("tiny", "small", "paper"), default=None,
                    help="model size (default: small)")
     p.add_argument("--prediction-length", type=int, metavar="H",
-                   help="forecast horizon (default: one season, e.g. 24 for hourly data)")
+                   help="forecast horizon (default: the defaults table's for the frequency, "
+                   "e.g. 24 for hourly data)")
     p.add_argument("--context-length", type=int, metavar="C",
-                   help="context (default: a week of sub-daily data; tiny: two seasons)")
-    p.add_argument("--steps", type=int, metavar="N", help="optimizer steps (default: 2000)")
-    p.add_argument("--batch-size", type=int, metavar="B", help="windows per step (default: 64)")
+                   help="context (default: the table's, e.g. 72 for hourly data)")
+    p.add_argument("--steps", type=int, metavar="N",
+                   help="optimizer steps (default: the table's)")
+    p.add_argument("--batch-size", type=int, metavar="B",
+                   help="windows per step (default: the table's)")
     p.add_argument("--holdout", type=int, metavar="K",
                    help="leave the last K horizons of every series out of training, for "
                    "'tsdiff evaluate --windows K' (default: 0)")
@@ -95,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("forecast", help="forecast the end of every series",
                        description="Forecast the next prediction-length steps of every "
                        "series with self-guidance. Writes OUT/forecast.csv (item_id, "
-                       "timestamp, q0.1 ... q0.9, mean) and fan charts OUT/fan_*.png.")
+                       "timestamp, q0.1 ... q0.9, mean) and fan charts "
+                       "OUT/forecast_NN_<item>.png.")
     p.add_argument("--model", metavar="DIR", required=True, help="run or model directory")
     _data_args(p)
     p.add_argument("-o", "--output", metavar="OUT", required=True, help="output folder")
@@ -105,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("refine", help="refine a base forecaster's forecast with TSDiff",
                        description="Refine the forecasts of a base model (seasonal naive, the "
                        "linear model, or a table of your own) with the model's implicit "
-                       "density (TSDiff Sec. 4.2). Writes OUT/refined.csv and fan charts.")
+                       "density (TSDiff Sec. 4.2). Writes OUT/refined.csv and fan charts "
+                       "OUT/refined_NN_<item>.png.")
     p.add_argument("--model", metavar="DIR", required=True, help="run or model directory")
     _data_args(p)
     p.add_argument("--base", metavar="seasonal_naive|linear|FILE", default="seasonal_naive",
@@ -113,16 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "timestamp and q0.1..q0.9 or a 'mean'/'forecast' column (default: "
                    "%(default)s)")
     p.add_argument("-o", "--output", metavar="OUT", required=True, help="output folder")
-    p.add_argument("--method", choices=("ml", "langevin"), default="ml",
-                   help="maximum likelihood or Langevin sampling (default: %(default)s)")
-    p.add_argument("--iterations", type=int, default=20, help="refinement steps (default: 20)")
-    p.add_argument("--lr", type=float, default=0.1, help="step size (default: %(default)s)")
-    p.add_argument("--prox-weight", type=float, default=1.0,
-                   help="weight of the tie to the base forecast (default: %(default)s)")
-    p.add_argument("--prior", choices=("mse", "quantile"), default="mse",
-                   help="regulariser (default: %(default)s)")
-    p.add_argument("--num-samples", type=int, default=100, metavar="S",
-                   help="samples of the baselines (default: %(default)s)")
+    p.add_argument("--method", choices=("langevin", "ml"), default=None,
+                   help="Langevin sampling (keeps the base forecast's spread) or maximum "
+                   "likelihood (moves every sample to the mode) (default: langevin)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="refinement steps (default: 20)")
+    p.add_argument("--lr", type=float, default=None, help="step size (default: 0.1)")
+    p.add_argument("--prox-weight", type=float, default=None,
+                   help="weight of the tie to the base forecast (default: 1)")
+    p.add_argument("--keep-spread", action=argparse.BooleanOptionalAction, default=None,
+                   help="tie each sample's offset from the mean to its base offset, which keeps "
+                   "a sample forecast's spread (default: on)")
+    p.add_argument("--noise-scale", type=float, default=None,
+                   help="Langevin noise scale gamma (default: 1)")
+    p.add_argument("--prior", choices=("mse", "quantile"), default=None,
+                   help="regulariser (default: mse)")
+    p.add_argument("--num-samples", type=int, default=None, metavar="S",
+                   help="samples of the baselines (default: 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     _table_args(p)
 
@@ -142,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="CRPS, MASE and coverage against the baselines",
                        description="Rolling-origin evaluation on the last K windows of every "
-                       "series: TSDiff (self-guided), seasonal naive, the linear model and "
-                       "the refined seasonal naive; CRPS (= gluonts mean_wQuantileLoss), MASE, "
-                       "80%% interval coverage.")
+                       "series: TSDiff (self-guided), gluonts' SeasonalNaivePredictor (the "
+                       "reference of the ratios), the probabilistic seasonal naive, the "
+                       "linear model and the refined probabilistic seasonal naive; CRPS (= "
+                       "gluonts mean_wQuantileLoss), MASE, 80% interval coverage.")
     p.add_argument("--model", metavar="DIR", required=True, help="run or model directory")
     _data_args(p)
     p.add_argument("--windows", type=int, default=None, metavar="K",

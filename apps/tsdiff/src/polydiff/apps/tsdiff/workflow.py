@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from polydiff.core.cli import CLIError, atomic_write
+from polydiff.timeseries.tsdiff.defaults import PRESETS as _PRESET_SIZES
+from polydiff.timeseries.tsdiff.defaults import REFINE_DEFAULTS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,10 +35,11 @@ if TYPE_CHECKING:
 
 __all__ = ["PRESETS", "META_NAME", "QUANTILES", "default_horizon", "load_data", "make_config",
            "train_model", "load_model", "model_meta", "tsdiff_samples",
-           "seasonal_naive_samples", "linear_samples", "refine_samples", "score",
+           "seasonal_naive_samples", "gluonts_seasonal_naive_samples", "linear_samples",
+           "refine_samples", "score",
            "quantile_frame", "fan_charts", "windows_for", "stdout_to_stderr"]
 
-PRESETS = ("tiny", "small", "paper")
+PRESETS = tuple(_PRESET_SIZES)
 META_NAME = "tsdiff.json"
 QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -50,10 +53,14 @@ def stdout_to_stderr() -> Iterator[None]:
 
 # ----------------------------------------------------------------------------- data
 def load_data(spec: str, *, freq: str | None = None, layout: str = "long",
-              split: str = "train") -> TimeSeriesDataset:
-    """A dataset from ``spec``: an offline name (``pedestrian``, ``vic_elec``), a gluonts
-    benchmark name (downloaded or cached; ``split`` picks ``train`` or ``test``), or a CSV /
-    parquet file (long table ``item_id, timestamp, target``, or ``layout="wide"``)."""
+              split: str = "train", id_col: str | None = None, time_col: str | None = None,
+              target_col: str | None = None) -> TimeSeriesDataset:
+    """A dataset from ``spec``: an offline name (``pedestrian``, ``vic_elec``,
+    ``aus_livestock``, ``warsaw_air``), a gluonts benchmark name (downloaded or cached;
+    ``split`` picks ``train`` or ``test``), or a CSV / parquet file: a long table whose
+    columns are ``id_col``, ``time_col``, ``target_col`` (default: ``item_id, timestamp,
+    target`` or ``unique_id, ds, y``, whichever the table has; no id column: one series), or
+    ``layout="wide"`` (a time column and one column per series)."""
     from polydiff.timeseries.data import (
         GLUONTS_DATASETS,
         OFFLINE_DATASETS,
@@ -74,70 +81,42 @@ def load_data(spec: str, *, freq: str | None = None, layout: str = "long",
             raise DataError(f"{path} is a directory, not a CSV or parquet file")
         if layout not in ("long", "wide"):
             raise DataError(f"layout must be 'long' or 'wide', got {layout!r}")
-        return load_table(path, layout=layout, freq=freq)  # type: ignore[arg-type]
+        cols = {k: v for k, v in (("item_id", id_col), ("timestamp", time_col),
+                                  ("target", target_col)) if v is not None}
+        return load_table(path, layout=layout, freq=freq, **cols)  # type: ignore[arg-type]
     names = ", ".join([*OFFLINE_DATASETS, *GLUONTS_DATASETS])
     raise DataError(f"unknown dataset {spec!r}: give a .csv or .parquet file or one of {names}")
 
 
 def default_horizon(dataset: TimeSeriesDataset) -> int:
     """The prediction length a dataset asks for by default: the gluonts benchmark's own, else
-    one season (a day for sub-daily data, a week for daily, ...; at least 4 steps)."""
-    from polydiff.timeseries.data import GLUONTS_DATASETS, seasonal_period
+    the defaults table's for its frequency (one day of sub-daily data, two weeks of daily
+    data, a year of monthly data, ...)."""
+    from polydiff.timeseries.data import GLUONTS_DATASETS
+    from polydiff.timeseries.tsdiff.defaults import defaults_for
 
     base = dataset.name.split("/")[0]
     if base in GLUONTS_DATASETS:
         return GLUONTS_DATASETS[base][1]
-    return max(4, seasonal_period(dataset.freq))
+    return defaults_for(dataset.freq).prediction_length
 
 
 # ----------------------------------------------------------------------------- models
-def model_lags(freq: str, horizon: int, preset: str) -> tuple[int, ...]:
-    """Seasonal lags for any frequency: the paper's for ``paper`` on hourly/daily data,
-    else one, two and seven seasons (``h``: 24, 48, 168; ``30min``: 48, 96, 336)."""
-    from polydiff.timeseries.data import seasonal_period
-    from polydiff.timeseries.tsdiff.model import lags_for_freq
-
-    if preset == "paper":
-        with contextlib.suppress(ValueError):
-            return lags_for_freq(freq)
-    m = seasonal_period(freq)
-    if m <= 1:
-        return ()
-    return (m, 2 * m, 7 * m) if preset != "tiny" else (m, 7 * m)
-
-
-def make_config(preset: str, freq: str, prediction_length: int,
+def make_config(preset: str | None, freq: str, prediction_length: int | None = None,
                 context_length: int | None = None, lags: Sequence[int] | None = None
                 ) -> TSDiffConfig:
-    """A :class:`~polydiff.timeseries.tsdiff.model.TSDiffConfig` for ``preset``:
+    """A :class:`~polydiff.timeseries.tsdiff.model.TSDiffConfig` from the defaults table
+    (:func:`polydiff.timeseries.tsdiff.defaults.defaults_for`): the table's context and lags
+    for ``freq`` unless given, network size ``preset`` (``tiny``, ``small``, ``paper``)."""
+    from polydiff.timeseries.tsdiff.defaults import defaults_for
 
-    * ``tiny``: hidden 16, 2 blocks, S4 state 16 (seconds on a CPU; tests and quick demos);
-    * ``small``: hidden 32, 3 blocks, S4 state 32 (minutes on a CPU);
-    * ``paper``: the paper's network (hidden 64, 3 blocks, S4 state 128).
-
-    Context: ``context_length`` or a week of sub-daily data (``tiny``: two seasons, the
-    paper: 14 days hourly), at least ``2 * prediction_length``."""
-    from polydiff.timeseries.data import seasonal_period
-    from polydiff.timeseries.tsdiff.model import TSDiffConfig
-
-    if preset not in PRESETS:
+    if preset is not None and preset not in PRESETS:
         raise CLIError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
-    if prediction_length < 1:
+    if prediction_length is not None and prediction_length < 1:
         raise CLIError(f"prediction length must be >= 1, got {prediction_length}")
-    m = seasonal_period(freq)
-    if context_length is None:
-        seasons = {"tiny": 2, "small": 7, "paper": 14}[preset]
-        context_length = max(2 * prediction_length, seasons * m if m > 1 else 4 * prediction_length)
-    if context_length < 1:
+    if context_length is not None and context_length < 1:
         raise CLIError(f"context length must be >= 1, got {context_length}")
-    lag_t = tuple(lags) if lags is not None else model_lags(freq, prediction_length, preset)
-    sizes: dict[str, dict[str, Any]] = {
-        "tiny": dict(hidden_dim=16, num_blocks=2, state_dim=16, time_embed_dim=16),
-        "small": dict(hidden_dim=32, num_blocks=3, state_dim=32, time_embed_dim=32),
-        "paper": dict(hidden_dim=64, num_blocks=3, state_dim=128, time_embed_dim=128),
-    }
-    return TSDiffConfig(context_length=int(context_length),
-                        prediction_length=int(prediction_length), lags=lag_t, **sizes[preset])
+    return defaults_for(freq).config(prediction_length, context_length, lags, preset)
 
 
 def train_model(config: TSDiffConfig, series: Sequence[np.ndarray], run_dir: Path, *,
@@ -209,15 +188,16 @@ def windows_for(dataset: TimeSeriesDataset, horizon: int, n_windows: int,
 
 
 def tsdiff_samples(model: TSDiffModel, contexts: Sequence[np.ndarray], *, num_samples: int,
-                   guidance: str = "quantile", scale: float = 4.0, sampler: str = "ddpm",
-                   steps: int | None = None, seed: int = 0, batch_size: int = 16
-                   ) -> np.ndarray:
-    """Self-guided TSDiff forecasts ``(N, S, H)`` of the series ending in ``contexts``."""
+                   guidance: str = "quantile", scale: float = 2.0, sampler: str = "ddim",
+                   steps: int | None = 20, seed: int = 0, batch_size: int = 4,
+                   spread: float = 1.0) -> np.ndarray:
+    """Self-guided TSDiff forecasts ``(N, S, H)`` of the series ending in ``contexts`` (the
+    CLI passes the defaults table's settings for the model's frequency)."""
     from polydiff.timeseries.tsdiff.forecaster import TSDiffForecaster
 
     fc = TSDiffForecaster(model, num_samples=num_samples, batch_size=batch_size,
                           guidance=guidance, scale=scale, sampler=sampler, steps=steps,
-                          seed=seed)
+                          seed=seed, spread=spread)
     return fc.predict(list(contexts))
 
 
@@ -252,36 +232,45 @@ def linear_samples(train: Sequence[np.ndarray], contexts: Sequence[np.ndarray], 
 
 
 def refine_samples(model: TSDiffModel, contexts: Sequence[np.ndarray], base: np.ndarray, *,
-                   method: str = "ml", steps: int = 20, lr: float = 0.1,
-                   prox_weight: float = 1.0, prior: str = "mse", seed: int = 0,
-                   batch_size: int = 16) -> np.ndarray:
+                   method: str = REFINE_DEFAULTS.method, steps: int = REFINE_DEFAULTS.steps,
+                   lr: float = REFINE_DEFAULTS.lr,
+                   prox_weight: float = REFINE_DEFAULTS.prox_weight,
+                   prior: str = REFINE_DEFAULTS.prior,
+                   noise_scale: float = REFINE_DEFAULTS.noise_scale,
+                   keep_spread: bool = REFINE_DEFAULTS.keep_spread, seed: int = 0,
+                   batch_size: int = 4) -> np.ndarray:
     """Refine base forecasts ``(N, S, H)`` (or ``(N, H)``) with TSDiff's implicit density
-    (Sec. 4.2): the model's context window, lag features and mean scaling are used."""
-    import numpy as np
-    import torch
-
+    (Sec. 4.2): the model's context window, lag features and mean scaling are used
+    (defaults: :data:`~polydiff.timeseries.tsdiff.defaults.REFINE_DEFAULTS`)."""
     from polydiff.timeseries.tsdiff.forecaster import TSDiffForecaster
-    from polydiff.timeseries.tsdiff.refine import refine
 
     cfg = model.config
     if base.shape[-1] != cfg.prediction_length:
         raise CLIError(f"base forecasts have {base.shape[-1]} steps, the model forecasts "
                        f"{cfg.prediction_length}")
-    past = TSDiffForecaster(model, num_samples=1).past_matrix(list(contexts))
-    outs = []
-    den = model.denoiser()
-    for k, lo in enumerate(range(0, len(past), batch_size)):
-        w = model.forecast_window(past[lo: lo + batch_size])
-        scale = w.scale.double()[:, 0].cpu().numpy()
-        ctx = torch.where(w.observed, w.x, torch.full_like(w.x, float("nan")))[:, 0,
-                                                                               : cfg.context_length]
-        b = np.asarray(base[lo: lo + batch_size], dtype=np.float64)
-        b = b / scale.reshape((-1,) + (1,) * (b.ndim - 1))
-        out = refine(den, ctx.double(), b, method=method, steps=steps, lr=lr,
-                     prox_weight=prox_weight, prior=prior, seed=seed + k, cond=w.cond,
-                     channel_dim=True, dtype=w.x.dtype)
-        outs.append(out.double().cpu().numpy() * scale.reshape((-1,) + (1,) * (b.ndim - 1)))
-    return np.concatenate(outs)
+    fc = TSDiffForecaster(model, num_samples=1, batch_size=batch_size)
+    return fc.refine(list(contexts), base, seed=seed, method=method, steps=steps, lr=lr,
+                     prox_weight=prox_weight, prior=prior, noise_scale=noise_scale,
+                     keep_spread=keep_spread and prior == "mse")
+
+
+def gluonts_seasonal_naive_samples(contexts: Sequence[np.ndarray], starts: Sequence[Any],
+                                   freq: str, horizon: int, season: int) -> np.ndarray:
+    """gluonts' ``SeasonalNaivePredictor`` (the last season repeated, missing values filled
+    with the last observation) on each context: point forecasts as ``(N, 1, H)`` samples."""
+    import warnings
+
+    import numpy as np
+
+    with warnings.catch_warnings():  # gluonts' hint about faster json modules
+        warnings.filterwarnings("ignore", message="Using `json`-module", category=UserWarning)
+        from gluonts.dataset.common import ListDataset
+        from gluonts.model.seasonal_naive import SeasonalNaivePredictor
+
+    ds = ListDataset([{"start": st, "target": np.asarray(c, dtype=np.float32)}
+                      for st, c in zip(starts, contexts, strict=True)], freq=freq)
+    pred = SeasonalNaivePredictor(prediction_length=horizon, season_length=season)
+    return np.stack([f.samples.astype(np.float64) for f in pred.predict(ds)])
 
 
 def score(targets: Sequence[np.ndarray], samples: np.ndarray | Sequence[np.ndarray],
@@ -315,10 +304,13 @@ def quantile_frame(item_ids: Sequence[str], starts: Sequence[Any], samples: np.n
 
 def fan_charts(out_dir: Path, histories: Sequence[np.ndarray], samples: np.ndarray,
                names: Sequence[str], *, truths: Sequence[np.ndarray | None] | None = None,
-               max_plots: int = 4, history: int | None = None, prefix: str = "fan"
-               ) -> list[Path]:
-    """One fan chart (``core.plots.fan_chart``) per series, the first ``max_plots``."""
+               max_plots: int = 4, history: int | None = None, prefix: str = "fan",
+               starts: Sequence[Any] | None = None, ylabel: str = "value") -> list[Path]:
+    """One fan chart (``core.plots.fan_chart``) per series, the first ``max_plots``, written
+    as ``<prefix>_<NN>_<name>.png``. ``starts`` (the ``pandas.Period`` of each forecast's
+    first step) puts real dates on the time axis; without it the axis counts steps."""
     import numpy as np
+    import pandas as pd
 
     from polydiff.core.plots import fan_chart
     from polydiff.timeseries.metrics import sample_quantiles
@@ -331,8 +323,16 @@ def fan_charts(out_dir: Path, histories: Sequence[np.ndarray], samples: np.ndarr
         h = h[-(history or 3 * s.shape[-1]):]
         q = sample_quantiles(s, QUANTILES)
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(name))[:60]
+        axes: dict[str, Any] = {}
+        if starts is not None:
+            start = starts[i]
+            past = pd.period_range(end=start - 1, periods=len(h), freq=start.freq)
+            future = pd.period_range(start, periods=s.shape[-1], freq=start.freq)
+            axes = {"history_x": past.to_timestamp(how="start"),
+                    "forecast_x": future.to_timestamp(how="start"), "xlabel": "date"}
         paths.append(fan_chart(
             Path(out_dir) / f"{prefix}_{i:02d}_{safe}.png", h,
             {lv: q[j] for j, lv in enumerate(QUANTILES)},
-            truth=None if truths is None else truths[i], title=str(name)))
+            truth=None if truths is None else truths[i], title=str(name), ylabel=ylabel,
+            **axes))
     return paths

@@ -56,12 +56,14 @@ from polydiff.core.processes.gaussian import GaussianProcess
 from polydiff.core.samplers import sample_ddim, sample_ddpm
 from polydiff.core.shapes import append_dims
 
-__all__ = ["GUIDANCE_KINDS", "SAMPLERS", "observation_energy", "guided_denoiser", "forecast",
-           "observation_mask", "sample_quantile_levels", "default_grid", "as_series",
-           "mean_scale"]
+__all__ = ["GUIDANCE_KINDS", "SAMPLERS", "DDIM_STEPS", "observation_energy", "guided_denoiser",
+           "forecast", "observation_mask", "sample_quantile_levels", "default_grid",
+           "as_series", "mean_scale"]
 
 GUIDANCE_KINDS = ("mse", "quantile")
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddim", "ddpm")
+#: guided DDIM's default number of steps (DDPM's default is the model's training timesteps)
+DDIM_STEPS = 20
 
 Energy = Callable[..., Tensor]
 
@@ -184,7 +186,7 @@ def _repeat_cond(cond: dict[str, Any] | None, b: int, s: int) -> dict[str, Any]:
 
 def forecast(denoiser: Denoiser, context: Any, horizon: int, *, num_samples: int = 100,
              guidance: Literal["mse", "quantile"] = "quantile", scale: float = 4.0,
-             sampler: Literal["ddpm", "ddim"] = "ddpm", steps: int | None = None,
+             sampler: Literal["ddpm", "ddim"] = "ddim", steps: int | None = None,
              quantiles: Sequence[float] | None = None, eta: float = 0.0, seed: int | None = 0,
              cond: dict[str, Any] | None = None, channel_dim: bool = False,
              scaling: Literal["none", "mean"] = "none", return_window: bool = False,
@@ -200,8 +202,10 @@ def forecast(denoiser: Denoiser, context: Any, horizon: int, *, num_samples: int
         num_samples: ``S`` sample paths per series.
         guidance: ``"mse"`` or ``"quantile"`` (see the module docstring).
         scale: the guidance scale ``s`` (0 = unguided sampling).
-        sampler: ``"ddpm"`` (ancestral) or ``"ddim"`` (``eta`` as in core's sampler).
-        steps: sampler steps on :func:`default_grid` (default: the training timesteps).
+        sampler: ``"ddim"`` (guided DDIM, the default; ``eta`` as in core's sampler) or
+            ``"ddpm"`` (ancestral, the paper's sampler).
+        steps: sampler steps on :func:`default_grid` (default: :data:`DDIM_STEPS` for DDIM,
+            the training timesteps for DDPM).
         quantiles: quantile levels for ``guidance="quantile"``, cycled over the samples
             (default: ``(k + 1) / (S + 1)``); sample ``k`` of every series uses level ``k``.
         seed: seeds one generator for the prior draw and the sampler's noise.
@@ -246,6 +250,8 @@ def forecast(denoiser: Denoiser, context: Any, horizon: int, *, num_samples: int
     else:
         gen.seed()
     x = denoiser.process.prior_sample(shape, generator=gen, device=ctx.device, dtype=dtype)
+    if steps is None and sampler == "ddim":
+        steps = DDIM_STEPS
     ts = default_grid(denoiser.process, steps)
     kw = dict(cond=_repeat_cond(cond, b, s), generator=gen, disable=disable)
     if sampler == "ddpm":

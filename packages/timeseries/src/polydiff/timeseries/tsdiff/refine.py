@@ -27,9 +27,33 @@ Two refinement schemes (the paper's "maximum likelihood" and "energy-based sampl
   splitting; the same fixed points as the authors' joint gradient step, stable for any
   ``lambda``, and ``lambda -> infinity`` returns the base forecast exactly). ``"adam"``
   takes Adam steps (Kingma & Ba 2015) on ``E``.
-* ``method="langevin"``: overdamped Langevin Monte Carlo ``y <- y - eta grad E_dn + sqrt(2 eta)
-  gamma xi``, then the proximal step of ``eta lambda R`` (``gamma = noise_scale``; the
-  authors use ``eta = gamma = 0.1``, a tempered chain; ``gamma = 1`` targets ``exp(-E)``).
+* ``method="langevin"``: overdamped Langevin Monte Carlo on ``E`` at temperature ``gamma^2``
+  (``gamma = noise_scale``; the authors use ``eta = gamma = 0.1``, a tempered chain;
+  ``gamma = 1`` targets ``exp(-E)``), split into a gradient step on ``E_dn`` and an exact
+  step of the rest: with the squared-error tie that is the Ornstein-Uhlenbeck transition
+  towards ``g``, ``h <- g + (v - g) exp(-2 lambda eta) + gamma sqrt((1 - exp(-4 lambda eta)) /
+  (2 lambda)) xi`` (so the tie alone leaves ``N(g, gamma^2 / (2 lambda))`` invariant for any
+  step size); free context values take ``sqrt(2 eta) gamma xi``; with the pinball tie the
+  noise step ``sqrt(2 eta) gamma xi`` is followed by the proximal step of ``eta lambda R``.
+
+**Keeping the spread of a sample forecast** (``keep_spread=True``, squared-error tie). The
+tie of the ``S`` samples of a series is split into the tie of their mean and the tie of each
+sample's offset from the mean: with ``d_k = h_k - g_k``,
+
+    sum_k lambda ||h_k - g_k||^2  ->  lambda S ||mean_k d_k||^2 + sum_k lambda_k ||d_k - mean d||^2,
+
+where ``lambda_k = 1 / (2 tau^2)`` per series and step, ``tau`` Silverman's bandwidth
+``(4 / (3 S))^(1/5) sd`` of the base samples at that step (:func:`kde_tie_weight`). The
+ensemble's location is refined as one forecast tied to the base forecast with weight
+``lambda`` (a statistic, estimated as maximum-likelihood refinement moves a point forecast:
+no noise), while each sample moves within a kernel of the base forecast's density estimate
+around its base offset (Langevin noise projected to zero mean over the samples): the
+ensemble keeps the base forecast's spread (up to the kernels' ``sqrt(1 + (4 / (3 S))^(2/5))``,
+1.09 for ``S = 100``, under Langevin) and its shape where the model agrees with it.
+Maximum-likelihood refinement with the plain tie instead pulls every sample towards the same
+mode and collapses the intervals (coverage of the 80% interval 0.73 -> 0.37 for a refined
+seasonal naive in this package's benchmark). Both parts are integrated exactly (shrinkage
+for ``"ml"``, Ornstein-Uhlenbeck transitions for ``"langevin"``).
 """
 
 from __future__ import annotations
@@ -51,7 +75,8 @@ from polydiff.timeseries.tsdiff.guidance import (
     sample_quantile_levels,
 )
 
-__all__ = ["denoising_energy", "diffusion_times", "refine", "REFINE_METHODS", "PRIORS"]
+__all__ = ["denoising_energy", "diffusion_times", "kde_tie_weight", "refine", "REFINE_METHODS",
+           "PRIORS"]
 
 REFINE_METHODS = ("ml", "langevin")
 PRIORS = ("mse", "quantile")
@@ -134,18 +159,21 @@ def denoising_energy(denoiser: Denoiser, y: Tensor, *, t: TimeSpec = 0.21,
 
 
 # --------------------------------------------------------------------------- regularisers
-def _prior_value(kind: str, h: Tensor, base: Tensor, q: Tensor | None) -> Tensor:
+def _prior_value(kind: str, h: Tensor, base: Tensor, q: Tensor | None,
+                 weight: float | Tensor = 1.0) -> Tensor:
     e = base - h
     per = e * e if kind == "mse" else torch.maximum(append_dims(q, e) * e,
                                                     (append_dims(q, e) - 1.0) * e)
-    return per.reshape(h.shape[0], -1).sum(dim=1)
+    return (weight * per).reshape(h.shape[0], -1).sum(dim=1)
 
 
-def _prior_prox(kind: str, v: Tensor, base: Tensor, q: Tensor | None, c: float) -> Tensor:
+def _prior_prox(kind: str, v: Tensor, base: Tensor, q: Tensor | None,
+                c: float | Tensor) -> Tensor:
     """``argmin_h 1/2 ||h - v||^2 + c R(h, base)``: shrinkage towards ``base`` (MSE) or an
     asymmetric soft threshold (pinball: ``h - base = d - c (1 - kappa)`` if ``d > c (1 -
-    kappa)``, ``d + c kappa`` if ``d < -c kappa``, else 0, with ``d = v - base``)."""
-    if math.isinf(c):
+    kappa)``, ``d + c kappa`` if ``d < -c kappa``, else 0, with ``d = v - base``); ``c`` a
+    number or a tensor shaped like ``v`` (one weight per entry)."""
+    if not torch.is_tensor(c) and math.isinf(c):
         return base.clone()
     if kind == "mse":
         return (v + 2.0 * c * base) / (1.0 + 2.0 * c)
@@ -154,6 +182,51 @@ def _prior_prox(kind: str, v: Tensor, base: Tensor, q: Tensor | None, c: float) 
     up, lo = c * (1.0 - kq), c * kq
     w = torch.where(d > up, d - up, torch.where(d < -lo, d + lo, torch.zeros_like(d)))
     return base + w
+
+
+def _ou_step(v: Tensor, base: Tensor, lam: float | Tensor, eta: float, gamma: float,
+             noise: Tensor) -> Tensor:
+    """The exact transition over time ``eta`` of ``dh = -2 lambda (h - base) dt + sqrt(2)
+    gamma dW`` from ``v``: ``base + (v - base) e^{-2 lambda eta} + gamma sqrt((1 -
+    e^{-4 lambda eta}) / (2 lambda)) noise`` (``sqrt(2 eta) gamma noise`` at ``lambda = 0``)."""
+    lam_t = torch.as_tensor(lam, dtype=v.dtype, device=v.device)
+    decay = torch.exp(-2.0 * lam_t * eta)
+    var = torch.where(lam_t > 0, -torch.expm1(-4.0 * lam_t * eta) / (2.0 * lam_t.clamp_min(
+        torch.finfo(v.dtype).tiny)), torch.full_like(lam_t, 2.0 * eta))
+    return base + (v - base) * decay + gamma * var.sqrt() * noise
+
+
+def kde_tie_weight(base: Tensor, floor: float = 1e-3) -> Tensor:
+    """``lambda = 1 / (2 tau^2)`` for sample forecasts ``(B, S, H)``: ``tau`` is Silverman's
+    bandwidth ``(4 / (3 S))^(1/5) sd`` of the ``S`` samples per series and step (``sd`` floored
+    at ``floor`` times the mean absolute sample value, so a degenerate ensemble does not give
+    an infinite weight). Returns ``(B, 1, H)``."""
+    s = base.shape[1]
+    if s < 2:
+        raise ValueError("a data-driven tie weight needs at least 2 base samples")
+    sd = base.std(dim=1, keepdim=True)
+    level = base.abs().mean(dim=(1, 2), keepdim=True)
+    sd = torch.maximum(sd, floor * level.clamp_min(torch.finfo(base.dtype).tiny))
+    tau = (4.0 / (3.0 * s)) ** 0.2 * sd
+    return 1.0 / (2.0 * tau * tau)
+
+
+def _split_tie_step(v: Tensor, g: Tensor, lam: float, lam_dev: Tensor, eta: float,
+                    gamma: float, xi: Tensor | None) -> Tensor:
+    """The exact step of the split tie (module docstring) for ``v, g (B, S, H)``: the mean
+    offset's proximal step with weight ``lam``, and each sample's deviation from the mean with
+    ``lam_dev (B, 1, H)``: an Ornstein-Uhlenbeck step with the Langevin noise ``xi``
+    projected to zero mean, or (``xi=None``) the proximal step."""
+    d = v - g
+    mean = d.mean(dim=1, keepdim=True)
+    dev = d - mean
+    mean = mean / (1.0 + 2.0 * lam * eta)  # the location: a proximal step, no noise
+    if xi is None:
+        dev = dev / (1.0 + 2.0 * lam_dev * eta)
+    else:
+        dev = _ou_step(dev, torch.zeros_like(dev), lam_dev, eta, gamma,
+                       xi - xi.mean(dim=1, keepdim=True))
+    return g + mean + dev
 
 
 # --------------------------------------------------------------------------- refine
@@ -168,6 +241,7 @@ def base_ndim(values: Any) -> int:
 def refine(denoiser: Denoiser, context: Any, base_forecast: Any, *,
            method: Literal["ml", "langevin"] = "ml", steps: int = 20, lr: float = 0.1,
            prox_weight: float = 1.0, prior: Literal["mse", "quantile"] = "mse",
+           keep_spread: bool = False,
            t: TimeSpec = 0.21, num_noise: int = 1, num_samples: int | None = None,
            noise_scale: float = 0.1, optimizer: Literal["sgd", "adam"] = "sgd",
            seed: int | None = 0, cond: dict[str, Any] | None = None,
@@ -186,6 +260,10 @@ def refine(denoiser: Denoiser, context: Any, base_forecast: Any, *,
         steps: iterations; ``lr``: step size (``eta`` for Langevin).
         prox_weight: ``lambda`` of the regulariser (``math.inf``: keep the base forecast).
         prior: ``"mse"`` or ``"quantile"`` regulariser.
+        keep_spread: split the squared-error tie of a sample forecast into the tie of the
+            samples' mean (weight ``lambda``) and kernel ties of each sample's offset (module
+            docstring), which keeps the base forecast's spread; needs ``prior="mse"``, the
+            ``"sgd"`` optimizer, and is ignored for point forecasts.
         t, num_noise: the denoising energy's diffusion time(s) and noise draws per step.
         num_samples: ``S`` refined samples per series (a point forecast is repeated; a sample
             forecast must have ``S`` or 1 samples); default: the base forecast's own layout.
@@ -207,6 +285,8 @@ def refine(denoiser: Denoiser, context: Any, base_forecast: Any, *,
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
     if steps < 0 or lr <= 0 or prox_weight < 0 or noise_scale < 0:
         raise ValueError("need steps >= 0, lr > 0, prox_weight >= 0 and noise_scale >= 0")
+    if keep_spread and (prior != "mse" or (method == "ml" and optimizer == "adam")):
+        raise ValueError("keep_spread needs prior='mse' and the 'sgd' optimizer")
     ctx = as_series(context)
     base = as_series(base_forecast, "base_forecast", ndim=base_ndim(base_forecast))
     base = base.to(ctx.device)
@@ -221,6 +301,7 @@ def refine(denoiser: Denoiser, context: Any, base_forecast: Any, *,
     s = base3.shape[1] if num_samples is None else int(num_samples)
     if base3.shape[1] not in (1, s):
         raise ValueError(f"base_forecast has {base3.shape[1]} samples, num_samples={s}")
+    spread = base3.shape[1] >= 2  # a sample forecast (not one path repeated)
     base3 = base3.expand(b, s, base3.shape[2])
     if prior == "quantile":
         base3 = base3.sort(dim=1).values  # sample k <-> level (k + 1) / (S + 1)
@@ -234,11 +315,16 @@ def refine(denoiser: Denoiser, context: Any, base_forecast: Any, *,
     values = values / scl[:, None]
     fill = (values * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp_min(1.0)
     values = torch.where(mask > 0, values, fill)  # missing context: start at the mean
-    g = (base3 / scl[:, None, None]).reshape(b * s, h).to(dtype)
+    g3 = (base3 / scl[:, None, None]).to(dtype)
+    g = g3.reshape(b * s, h)
+    lam = float(prox_weight)
+    finite = math.isfinite(lam)
+    split = keep_spread and spread and finite
+    lam_dev = kde_tie_weight(g3) if split else None
     win = torch.cat([values[:, None].expand(b, s, c).reshape(b * s, c), g], dim=1).to(dtype)
     free = torch.cat([1.0 - mask, torch.ones(b, h, dtype=mask.dtype, device=mask.device)], dim=1)
     free = free.repeat_interleave(s, dim=0).to(dtype)
-    if math.isinf(prox_weight):
+    if not finite:
         free[:, c:] = 0.0  # an infinitely strong regulariser pins the horizon to the base
     fixed = win * (1.0 - free)
     q = sample_quantile_levels(s).repeat(b).to(g) if prior == "quantile" else None
@@ -263,8 +349,13 @@ def refine(denoiser: Denoiser, context: Any, base_forecast: Any, *,
             yv = y.detach().requires_grad_(True)
             yw = fixed + free * yv  # observed context held fixed
             e_dn = energy_dn(yw)
-            e_pr = prox_weight * _prior_value(prior, yw[:, c:], g, q) \
-                if math.isfinite(prox_weight) else torch.zeros_like(e_dn)
+            if split:
+                d = (yw[:, c:] - g).reshape(b, s, h)
+                mean = d.mean(dim=1, keepdim=True)
+                e_pr = (lam * mean * mean + lam_dev * (d - mean) ** 2).sum(-1).reshape(b * s)
+            else:
+                e_pr = _prior_value(prior, yw[:, c:], g, q, lam) if finite \
+                    else torch.zeros_like(e_dn)
             (grad,) = torch.autograd.grad((e_dn + e_pr if adam else e_dn).sum(), yv)
         if adam:  # Kingma & Ba (2015), Algorithm 1 (beta1 = 0.9, beta2 = 0.999, eps = 1e-8)
             m1 = 0.9 * m1 + 0.1 * grad
@@ -273,11 +364,26 @@ def refine(denoiser: Denoiser, context: Any, base_forecast: Any, *,
             y_new = y.detach() - lr * step * free
         else:
             y_new = y.detach() - lr * grad * free
-            if method == "langevin" and noise_scale > 0:
+            langevin = method == "langevin" and noise_scale > 0
+            if langevin:
                 xi = torch.randn(y_new.shape, generator=gen, dtype=y_new.dtype,
                                  device=y_new.device)
-                y_new = y_new + math.sqrt(2.0 * lr) * noise_scale * xi * free
-            y_new[:, c:] = _prior_prox(prior, y_new[:, c:], g, q, lr * prox_weight)
+            if split:  # the mean and offset ties (and the noise), exactly
+                if langevin:
+                    y_new[:, :c] = y_new[:, :c] + math.sqrt(2.0 * lr) * noise_scale * \
+                        xi[:, :c] * free[:, :c]
+                y_new[:, c:] = _split_tie_step(
+                    y_new[:, c:].reshape(b, s, h), g3, lam, lam_dev, lr, noise_scale,
+                    xi[:, c:].reshape(b, s, h) if langevin else None).reshape(b * s, h)
+            elif langevin and prior == "mse" and finite:  # the tie and the noise, exactly
+                y_new[:, :c] = y_new[:, :c] + math.sqrt(2.0 * lr) * noise_scale * \
+                    xi[:, :c] * free[:, :c]
+                y_new[:, c:] = _ou_step(y_new[:, c:], g, lam, lr, noise_scale, xi[:, c:])
+            else:
+                if langevin:
+                    y_new = y_new + math.sqrt(2.0 * lr) * noise_scale * xi * free
+                c_pr = lam * lr if finite else math.inf
+                y_new[:, c:] = _prior_prox(prior, y_new[:, c:], g, q, c_pr)
         y = y_new
         if callback is not None:
             callback({"i": i, "y": (fixed + free * y_new).detach(),
