@@ -190,8 +190,13 @@ def test_demo_quick(tmp_path, capsys):
     assert code == 0, err
     res = json.loads(stdout)
     assert any(k.startswith("MCD student-2") for k in res)
+    numeric = [k for k, v in res.items() if isinstance(v, int | float)]
+    assert numeric and all(res["units"].get(k) for k in numeric), res["units"]
     assert (tmp_path / "demo" / "audio" / "recording.wav").is_file()
-    assert (tmp_path / "demo" / "results.json").is_file()
+    saved = json.loads((tmp_path / "demo" / "results.json").read_text())
+    # every numeric metric carries a unit (the tour shows it beside the value)
+    assert saved["units"] and all(saved["units"].get(k) for k, v in saved["metrics"].items()
+                                  if not isinstance(v, str))
 
 
 def test_readme_example_runs(tmp_path, monkeypatch):

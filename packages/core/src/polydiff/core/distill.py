@@ -42,6 +42,8 @@ import torch
 from torch import Tensor, nn
 
 from polydiff.core.denoiser import Denoiser
+from polydiff.core.processes.gaussian import GaussianProcess
+from polydiff.core.samplers.ode import ddim_stepper
 from polydiff.core.shapes import append_dims
 
 __all__ = ["DISTILL_WEIGHTINGS", "ProgressiveDistillationLoss", "distill", "student_grid",
@@ -62,9 +64,21 @@ def student_grid(teacher_grid: Tensor) -> Tensor:
     return ts[::2].clone()
 
 
-def _ddim_step(z0: Tensor, eps: Tensor, a_next: Tensor, s_next: Tensor) -> Tensor:
-    """DDIM with ``eta = 0`` (Song et al. 2021, eq. 12) on the centred variable, per sample."""
-    return append_dims(a_next, z0) * z0 + append_dims(s_next, z0) * eps
+def _ddim_step(process: GaussianProcess, z: Tensor, z0: Tensor, eps: Tensor, t: Tensor,
+               t_next: Tensor) -> Tensor:
+    """Core's deterministic DDIM step (:func:`~polydiff.core.samplers.ode.ddim_stepper`,
+    ``eta = 0``, Song et al. 2021, eq. 12) of the centred variable from per-sample times
+    ``t`` to ``t_next``: one stepper per distinct ``(t, t_next)`` pair (a distillation batch
+    has at most ``N / 2``), applied to the samples at that pair."""
+    uniq, inverse = torch.unique(torch.stack([t, t_next], 1), dim=0, return_inverse=True)
+    steppers = [ddim_stepper(process.alpha(pair), process.sigma(pair)) for pair in uniq.cpu()]
+    if len(steppers) == 1:
+        return steppers[0].step(0, z, z0, eps)
+    out = torch.empty_like(z0)
+    for k, stepper in enumerate(steppers):
+        sel = inverse == k
+        out[sel] = stepper.step(0, z[sel], z0[sel], eps[sel])
+    return out
 
 
 @torch.no_grad()
@@ -83,11 +97,11 @@ def teacher_target(teacher: Denoiser, x: Tensor, t: Tensor, t_mid: Tensor, t_nex
     z = x if c is None else x - c
     x0, eps = teacher.x0_eps(x, t, **cond)
     z0 = x0 if c is None else x0 - c
-    z_mid = _ddim_step(z0, eps, p.alpha(t_mid), p.sigma(t_mid))
+    z_mid = _ddim_step(p, z, z0, eps, t, t_mid)
     x0, eps = teacher.x0_eps(z_mid if c is None else z_mid + c, t_mid, **cond)
     z0 = x0 if c is None else x0 - c
+    z_next = _ddim_step(p, z_mid, z0, eps, t_mid, t_next)
     a_n, s_n = p.alpha(t_next), p.sigma(t_next)
-    z_next = _ddim_step(z0, eps, a_n, s_n)
     ratio = s_n / p.sigma(t)
     target = (z_next - append_dims(ratio, z) * z) / append_dims(a_n - ratio * p.alpha(t), z)
     return target if c is None else target + c
@@ -188,6 +202,8 @@ class ProgressiveDistillationLoss:
         ``"x0"``, optional ``"mask"`` and conditioning under any other key."""
 
         def fn(model: nn.Module, batch: Any, generator: torch.Generator) -> Tensor:
+            if not isinstance(model, Denoiser):
+                raise TypeError("the student must be a polydiff Denoiser")
             if isinstance(batch, Tensor):
                 return self(model, batch, generator=generator)
             cond = dict(batch)
@@ -234,7 +250,7 @@ def distill(teacher: Denoiser, data: Any, teacher_grid: Tensor, *, target_steps:
         trainer.fit(resume=resume)
         if trainer.ema is not None:
             trainer.ema.copy_to(student)  # the EMA weights are the student
-        student.sampling_grid = loss.student_grid  # type: ignore[attr-defined]
+        student.sampling_grid = loss.student_grid
         students.append(student)
         current, grid = student, loss.student_grid
     return students

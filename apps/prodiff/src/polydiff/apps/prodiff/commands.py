@@ -104,6 +104,14 @@ def _check_settings(s: Any) -> None:
     for name in ("teacher_steps", "distill_steps", "vocoder_steps", "batch_size"):
         if getattr(s, name) < 1:
             raise CLIError(f"{name} must be >= 1, got {getattr(s, name)}")
+    from polydiff.core.distill import DISTILL_WEIGHTINGS
+    from polydiff.speech.prodiff.train import TEACHER_TIMES
+
+    for name, allowed in (("teacher_times", TEACHER_TIMES),
+                          ("distill_weighting", DISTILL_WEIGHTINGS)):
+        if getattr(s, name) not in allowed:
+            raise CLIError(f"{name} must be one of {', '.join(allowed)}, got "
+                           f"{getattr(s, name)!r}")
     from polydiff.speech.prodiff.text import resolve_voice
 
     resolve_voice(s.language)
@@ -296,7 +304,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from polydiff.apps.prodiff.demo import DEMO
 
     report = DEMO.demo(Path(args.output), quick=args.quick)
-    emit({"title": report.title, **report.metrics,
+    emit({"title": report.title, **report.metrics, "units": report.units,
           "audio": [str(a) for a in report.audio],
           "figures": [str(f) for f in report.figures]}, args.json)
     return 0

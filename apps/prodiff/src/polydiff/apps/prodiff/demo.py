@@ -112,20 +112,26 @@ class ProDiffDemo:
         except ImportError:  # the plots extra is missing: audio and numbers only
             pass
         metrics: dict[str, float | str] = {}
+        units: dict[str, str] = {}
         for (method, voc), vals in scores.items():
-            metrics[f"MCD {method} + {voc} (dB)"] = round(float(np.mean(vals)), 2)
+            metrics[f"MCD {method} + {voc}"] = round(float(np.mean(vals)), 2)
+            units[f"MCD {method} + {voc}"] = "dB"
         for (method, voc), vals in timing.items():
-            metrics[f"speed {method} + {voc} (x real time)"] = round(float(np.mean(vals)), 1)
+            metrics[f"speed {method} + {voc}"] = round(float(np.mean(vals)), 1)
+            units[f"speed {method} + {voc}"] = "x real time"
         metrics["prompts"] = len(prompts)
+        units["prompts"] = "count"
         metrics["seconds"] = round(time.perf_counter() - tic, 1)
-        atomic_write(out / "results.json", json.dumps(metrics, indent=2) + "\n")
+        units["seconds"] = "s"
+        atomic_write(out / "results.json",
+                     json.dumps({"metrics": metrics, "units": units}, indent=2) + "\n")
         text = ("The starter voice (a real Mexican-Spanish speaker, 8 kHz telephone prompts, "
                 "trained on a CPU; see the app's weights/manifest.json) reads prompts held "
                 "out of its training. MCD: mel-cepstral distortion to the recording after "
                 "DTW, lower is better; the 2-step student is ProDiff's default, the "
                 "regression decoder is the FastSpeech 2-style baseline of the same size.")
         return DemoReport(title="ProDiff fast diffusion text-to-speech", metrics=metrics,
-                          figures=figures, audio=audio, text=text)
+                          figures=figures, audio=audio, text=text, units=units)
 
 
 def _stft(wave: Any) -> Any:

@@ -119,6 +119,8 @@ class GaussianAligner:
 
     def log_lik(self, ids: Tensor, mel: Tensor) -> Tensor:
         """``(T_text, T_mel)`` Gaussian log-likelihoods of the frames under each token."""
+        if self.mean is None or self.var is None:
+            raise RuntimeError("the aligner is not fitted yet")
         mu, var = self.mean[ids], self.var[ids]  # (N, D)
         prec = 1.0 / var
         x = mel.double()

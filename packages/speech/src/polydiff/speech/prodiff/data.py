@@ -339,14 +339,14 @@ def _build(utterances: Sequence[Utterance], cfg: MelConfig, vocab: PhonemeVocab 
     vocab = vocab or PhonemeVocab.from_tokens(u.tokens for u in utterances)
     raw = []
     for u in utterances:
-        wave = u.wave if u.sample_rate == cfg.sample_rate else \
+        samples = u.wave if u.sample_rate == cfg.sample_rate else \
             resample(u.wave, u.sample_rate, cfg.sample_rate)
         ids, stress, word = vocab.encode(u.tokens)
-        lm = log_mel(wave, cfg)
+        lm = log_mel(samples, cfg)
         if lm.shape[0] < len(ids):
             continue
-        raw.append((u, ids, stress, word, lm, yin_f0(wave, cfg), energy(wave, cfg),
-                    torch.as_tensor(np.asarray(wave, dtype=np.float32))))
+        raw.append((u, ids, stress, word, lm, yin_f0(samples, cfg), energy(samples, cfg),
+                    torch.as_tensor(np.asarray(samples, dtype=np.float32))))
     if not raw:
         raise ValueError("every utterance is shorter than its token count in frames")
     names = [r[0].name for r in raw]
@@ -368,7 +368,7 @@ def _build(utterances: Sequence[Utterance], cfg: MelConfig, vocab: PhonemeVocab 
         else (0.0, 1.0)
     en = torch.cat([r[6] for r in raw if r[0].name in keep])
     e_stats = (float(en.mean()), float(en.std().clamp_min(1e-3)))
-    items = []
+    items: list[dict[str, Tensor]] = []
     for (_, ids, stress, word, lm, f0, en_f, wave), lf, d in zip(raw, logf0, durs):
         p = _token_means((lf - p_stats[0]) / p_stats[1], d, f0 > 0)
         e = _token_means((en_f - e_stats[0]) / e_stats[1], d, torch.ones_like(en_f))

@@ -51,7 +51,7 @@ def evaluate_voice(voice: Voice, test: Corpus, *, methods: Sequence[str] | None 
     rows = []
     n = len(test.items) if max_prompts is None else min(max_prompts, len(test.items))
     try:
-        for k in bar(n, disable=not progress, desc="evaluate"):
+        for k in bar(range(n), disable=not progress, desc="evaluate"):
             item, name = test.items[k], test.names[k]
             ref = item["wave"].numpy()
             ref_dur = item["durations"]

@@ -163,6 +163,9 @@ class ProDiffAcoustic(PretrainedMixin, nn.Module):
     """Text tokens -> normalised log-mel (module docstring)."""
 
     config_class = AcousticConfig
+    config: AcousticConfig
+    mel_mean: Tensor
+    mel_std: Tensor
 
     def __init__(self, config: AcousticConfig):
         super().__init__()
@@ -246,9 +249,16 @@ class ProDiffAcoustic(PretrainedMixin, nn.Module):
         return self.adapt(self.encode(ids, stress, word_start, mask), mask, **targets)
 
 
+VOCODER_CONDITIONS = ("mel", "mel+gl")
+
+
 @dataclass
 class VocoderConfig:
-    """Settings of :class:`DiffVocoder`."""
+    """Settings of :class:`DiffVocoder`. ``condition``: ``"mel"`` (DiffWave's: the mel alone)
+    or ``"mel+gl"`` (the mel and the Griffin-Lim wave of the same mel, folded like the
+    output, ``gl_iters`` iterations). Sampling: ``steps`` of core's DDIM with ``eta``
+    (1: ancestral) on a ``grid`` of core's kinds (``"uniform"`` down to ``t = 0``;
+    ``"logsnr"``: log-SNR spacing down to ``t_end``, then a last step to ``t = 0``)."""
 
     sample_rate: int = 8000
     hop_length: int = 128
@@ -266,10 +276,30 @@ class VocoderConfig:
     wave_scale: float = 4.0
     mel_mean: tuple[float, ...] = ()
     mel_std: tuple[float, ...] = ()
+    condition: str = "mel"
+    n_fft: int = 512
+    win_length: int = 512
+    gl_iters: int = 32
+    grid: str = "uniform"
+    t_end: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.hop_length % self.fold:
             raise ValueError(f"fold {self.fold} must divide the hop length {self.hop_length}")
+        if self.condition not in VOCODER_CONDITIONS:
+            raise ValueError(f"condition must be one of {VOCODER_CONDITIONS}, got "
+                             f"{self.condition!r}")
+        if self.grid not in ("uniform", "logsnr"):
+            raise ValueError(f"grid must be 'uniform' or 'logsnr', got {self.grid!r}")
+
+    @property
+    def mel(self) -> MelConfig:
+        return MelConfig(self.sample_rate, self.n_fft, self.win_length, self.hop_length,
+                         self.n_mels)
+
+    @property
+    def cond_channels(self) -> int:
+        return self.n_mels + (self.fold if self.condition == "mel+gl" else 0)
 
 
 @register_model
@@ -278,6 +308,9 @@ class DiffVocoder(PretrainedMixin, nn.Module):
     ``wave_scale`` (speech peaks near 0.25) so the data have roughly unit scale."""
 
     config_class = VocoderConfig
+    config: VocoderConfig
+    mel_mean: Tensor
+    mel_std: Tensor
 
     def __init__(self, config: VocoderConfig):
         super().__init__()
@@ -285,7 +318,7 @@ class DiffVocoder(PretrainedMixin, nn.Module):
         self.net = WaveNet(WaveNetConfig(in_channels=cfg.fold, residual_channels=cfg.channels,
                                          num_layers=cfg.layers, dilation_cycle=cfg.cycle,
                                          time_embed_dim=64, time_hidden=cfg.time_hidden,
-                                         cond_channels=cfg.n_mels))
+                                         cond_channels=cfg.cond_channels))
         self.register_buffer("mel_mean", torch.tensor(cfg.mel_mean or [0.0] * cfg.n_mels),
                              persistent=False)
         self.register_buffer("mel_std", torch.tensor(cfg.mel_std or [1.0] * cfg.n_mels),
@@ -307,17 +340,42 @@ class DiffVocoder(PretrainedMixin, nn.Module):
     def unfold(self, x: Tensor) -> Tensor:
         return x.transpose(1, 2).reshape(x.shape[0], -1) / self.config.wave_scale
 
-    def cond(self, logmel: Tensor) -> Tensor:
-        """``(B, frames, n_mels)`` log-mel -> ``(B, n_mels, frames * hop / fold)``."""
+    def griffin_lim(self, logmel: Tensor) -> Tensor:
+        """``(B, frames, n_mels)`` log-mel -> ``(B, frames * hop)`` Griffin-Lim waves (the
+        ``"mel+gl"`` condition; zero-padded by the last hop)."""
+        from polydiff.speech.prodiff.features import griffin_lim
+
+        n = logmel.shape[1] * self.config.hop_length
+        waves = [F.pad(w, (0, max(n - w.numel(), 0)))[:n] for w in
+                 (griffin_lim(lm, self.config.mel, self.config.gl_iters) for lm in logmel)]
+        return torch.stack(waves).to(logmel.device)
+
+    def cond(self, logmel: Tensor, gl: Tensor | None = None) -> Tensor:
+        """``(B, frames, n_mels)`` log-mel -> ``(B, cond_channels, frames * hop / fold)``: the
+        normalised mel repeated to the folded rate, then (``"mel+gl"``) the folded
+        Griffin-Lim wave ``gl`` ``(B, frames * hop)`` (computed here when not given)."""
         m = (logmel - self.mel_mean) / self.mel_std
         rep = self.config.hop_length // self.config.fold
-        return m.transpose(1, 2).repeat_interleave(rep, dim=-1)
+        c = m.transpose(1, 2).repeat_interleave(rep, dim=-1)
+        if self.config.condition == "mel+gl":
+            c = torch.cat([c, self.fold(self.griffin_lim(logmel) if gl is None else gl)], 1)
+        return c
+
+    def sampling_grid(self, steps: int | None = None, device: torch.device | None = None
+                      ) -> Tensor:
+        """The descending time grid of ``steps`` (default ``config.steps``) sampling steps."""
+        from polydiff.core.grids import time_grid
+
+        cfg, n = self.config, steps or self.config.steps
+        if cfg.grid == "logsnr" and n > 1:
+            return time_grid(self.process, n, "logsnr", t_end=cfg.t_end, final_zero=True,
+                             device=device)
+        return time_grid(self.process, n, "uniform", t_end=0.0, device=device)
 
     @torch.no_grad()
     def vocode(self, logmel: Tensor, *, steps: int | None = None,
                generator: torch.Generator | None = None) -> Tensor:
         """A wave ``(frames * hop,)`` from a ``(frames, n_mels)`` log-mel (natural log)."""
-        from polydiff.core.grids import time_grid
         from polydiff.core.samplers import sample_ddim
 
         cfg = self.config
@@ -325,7 +383,7 @@ class DiffVocoder(PretrainedMixin, nn.Module):
         proc = self.process
         x = proc.prior_sample((1, cfg.fold, c.shape[-1]), generator=generator,
                               device=c.device)
-        ts = time_grid(proc, steps or cfg.steps, "uniform", t_end=0.0, device=c.device)
+        ts = self.sampling_grid(steps, c.device)
         x = sample_ddim(self.denoiser(), x, ts, cond={"cond": c}, eta=cfg.eta,
                         generator=generator, disable=True)
         return self.unfold(x)[0].clamp(-1.0, 1.0)

@@ -18,9 +18,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from torch import nn
 
 from polydiff.speech.prodiff.data import DEFAULT_SPEAKER, Corpus, split_names
 
@@ -28,6 +29,8 @@ __all__ = ["CORPUS_VERSION", "VoiceSettings", "distill_stage", "load_corpus",
            "train_teacher_stage"]
 
 CORPUS_VERSION = 1
+
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass
@@ -39,7 +42,10 @@ class VoiceSettings:
     layout instead), ``max_seconds``, held-out ``n_valid`` / ``n_test`` prompts (by name hash,
     ``split_seed``). Model sizes as :class:`~polydiff.speech.prodiff.model.AcousticConfig`.
     Budgets: optimizer steps of the teacher (and of the regression baseline: the same),
-    of each distillation round and of the vocoder; ``batch_size``; learning rates."""
+    of each distillation round and of the vocoder; ``batch_size``; learning rates. The
+    teacher's training times (``teacher_times``, :data:`~polydiff.speech.prodiff.train.
+    TEACHER_TIMES`) and the distillation weighting (``distill_weighting``, core's
+    :data:`~polydiff.core.distill.DISTILL_WEIGHTINGS`)."""
 
     speaker: str = DEFAULT_SPEAKER[0]
     language: str = DEFAULT_SPEAKER[1]
@@ -60,7 +66,9 @@ class VoiceSettings:
     vocoder_fold: int = 32
     vocoder_steps_sampling: int = 4
     teacher_steps: int = 1500
+    teacher_times: str = "uniform"
     distill_steps: int = 500
+    distill_weighting: str = "x0"
     vocoder_steps: int = 1500
     batch_size: int = 16
     segment_frames: int = 64
@@ -148,49 +156,70 @@ def acoustic_config(settings: VoiceSettings, corpus: Corpus, decoder: str = "dif
         ffn_hidden=settings.ffn_hidden, predictor_hidden=settings.hidden,
         decoder=decoder, denoiser_channels=settings.denoiser_channels,
         denoiser_layers=settings.denoiser_layers, mel_mean=tuple(corpus.mel_mean),
-        mel_std=tuple(corpus.mel_std), pitch_stats=tuple(corpus.pitch_stats),
-        energy_stats=tuple(corpus.energy_stats))
+        mel_std=tuple(corpus.mel_std), pitch_stats=_pair(corpus.pitch_stats),
+        energy_stats=_pair(corpus.energy_stats))
+
+
+def _pair(values: Any) -> tuple[float, float]:
+    a, b = (float(v) for v in values)
+    return a, b
+
+
+def vocoder_config(settings: VoiceSettings, corpus: Corpus, acoustic: Any) -> Any:
+    """The diffusion vocoder's config of a voice (rates from the acoustic model's)."""
+    from polydiff.speech.prodiff.model import VocoderConfig
+
+    return VocoderConfig(
+        sample_rate=acoustic.sample_rate, hop_length=acoustic.hop_length,
+        n_mels=acoustic.n_mels, fold=settings.vocoder_fold, channels=settings.vocoder_channels,
+        layers=settings.vocoder_layers, steps=settings.vocoder_steps_sampling,
+        mel_mean=tuple(corpus.mel_mean), mel_std=tuple(corpus.mel_std))
+
+
+def _load(folder: Path, kind: type[M]) -> M:
+    """A ``save_pretrained`` folder's model, checked to be a ``kind``."""
+    from polydiff.core.nn.hub import from_pretrained
+
+    model = from_pretrained(folder)
+    if not isinstance(model, kind):
+        raise ValueError(f"{folder}: not a {kind.__name__}")
+    return model
 
 
 def train_teacher_stage(settings: VoiceSettings, run: str | os.PathLike[str], *,
                         resume: bool = True, progress: bool = True) -> dict[str, Any]:
     """Stage 1 (module docstring); returns a summary."""
     from polydiff.gpu import seed_everything
-    from polydiff.speech.prodiff.model import DiffVocoder, ProDiffAcoustic, VocoderConfig
-    from polydiff.speech.prodiff.train import train_acoustic, train_vocoder
+    from polydiff.speech.prodiff.model import DiffVocoder, ProDiffAcoustic
+    from polydiff.speech.prodiff.train import TrainSettings, train_acoustic, train_vocoder
 
     run = Path(run)
     _save_settings(settings, run)
     corpus, split = load_corpus(settings)
     train = corpus.subset(split["train"])
-    common = dict(batch_size=settings.batch_size, ema=settings.ema, seed=settings.seed,
-                  device=settings.device, resume=resume, progress=progress)
+    budget = TrainSettings(steps=settings.teacher_steps, batch_size=settings.batch_size,
+                           lr=settings.lr, ema=settings.ema, seed=settings.seed,
+                           device=settings.device, progress=progress,
+                           segment_frames=settings.segment_frames)
     out: dict[str, Any] = {"train_utterances": len(train.items),
                            "valid": len(split["valid"]), "test": len(split["test"])}
     seed_everything(settings.seed)
     teacher = ProDiffAcoustic(acoustic_config(settings, corpus))
-    out["teacher"] = train_acoustic(teacher, train, run / "teacher",
-                                    steps=settings.teacher_steps, lr=settings.lr,
-                                    segment_frames=settings.segment_frames, **common)
+    out["teacher"] = train_acoustic(teacher, train, run / "teacher", budget, resume=resume,
+                                    times=settings.teacher_times)
     teacher.save_pretrained(run / "teacher" / "model")
     if settings.baseline:
         seed_everything(settings.seed)
         reg = ProDiffAcoustic(acoustic_config(settings, corpus, "regression"))
-        out["regression"] = train_acoustic(reg, train, run / "regression",
-                                           steps=settings.teacher_steps, lr=settings.lr,
-                                           segment_frames=settings.segment_frames, **common)
+        out["regression"] = train_acoustic(reg, train, run / "regression", budget,
+                                           resume=resume)
         reg.save_pretrained(run / "regression" / "model")
     if settings.vocoder:
         seed_everything(settings.seed)
-        voc = DiffVocoder(VocoderConfig(
-            sample_rate=teacher.config.sample_rate, hop_length=teacher.config.hop_length,
-            n_mels=teacher.config.n_mels, fold=settings.vocoder_fold,
-            channels=settings.vocoder_channels, layers=settings.vocoder_layers,
-            steps=settings.vocoder_steps_sampling, mel_mean=tuple(corpus.mel_mean),
-            mel_std=tuple(corpus.mel_std)))
-        out["vocoder"] = train_vocoder(voc, train, run / "vocoder",
-                                       steps=settings.vocoder_steps, lr=settings.lr,
-                                       segment_frames=32, **common)
+        voc = DiffVocoder(vocoder_config(settings, corpus, teacher.config))
+        voc_budget = dataclasses.replace(budget, steps=settings.vocoder_steps,
+                                         segment_frames=32)
+        out["vocoder"] = train_vocoder(voc, train, run / "vocoder", voc_budget, resume=resume)
         voc.save_pretrained(run / "vocoder" / "model")
     return out
 
@@ -198,24 +227,25 @@ def train_teacher_stage(settings: VoiceSettings, run: str | os.PathLike[str], *,
 def distill_stage(settings: VoiceSettings, run: str | os.PathLike[str], *,
                   resume: bool = True, progress: bool = True) -> Path:
     """Stage 2 (module docstring); returns the voice folder."""
-    from polydiff.core.nn.hub import from_pretrained
+    from polydiff.speech.prodiff.model import DiffVocoder, ProDiffAcoustic
     from polydiff.speech.prodiff.synth import Voice
-    from polydiff.speech.prodiff.train import distill_students
+    from polydiff.speech.prodiff.train import DistillSettings, distill_students
 
     run = Path(run)
     if not (run / "teacher" / "model" / "config.json").is_file():
         raise FileNotFoundError(f"{run}: no trained teacher (run train-teacher first)")
     corpus, split = load_corpus(settings)
     train = corpus.subset(split["train"])
-    teacher = from_pretrained(run / "teacher" / "model")
-    students = distill_students(teacher, train, run / "distill", steps=settings.distill_steps,
-                                batch_size=settings.batch_size, lr=settings.distill_lr,
-                                ema=settings.ema, seed=settings.seed, device=settings.device,
-                                resume=resume, progress=progress,
-                                segment_frames=settings.segment_frames)
-    reg = from_pretrained(run / "regression" / "model") \
+    teacher = _load(run / "teacher" / "model", ProDiffAcoustic)
+    budget = DistillSettings(steps=settings.distill_steps, batch_size=settings.batch_size,
+                             lr=settings.distill_lr, ema=settings.ema, seed=settings.seed,
+                             device=settings.device, progress=progress,
+                             segment_frames=settings.segment_frames,
+                             weighting=settings.distill_weighting)
+    students = distill_students(teacher, train, run / "distill", budget, resume=resume)
+    reg = _load(run / "regression" / "model", ProDiffAcoustic) \
         if (run / "regression" / "model" / "config.json").is_file() else None
-    voc = from_pretrained(run / "vocoder" / "model") \
+    voc = _load(run / "vocoder" / "model", DiffVocoder) \
         if (run / "vocoder" / "model" / "config.json").is_file() else None
     info = {"speaker": settings.speaker, "language": teacher.config.language,
             "test_prompts": split["test"], "valid_prompts": split["valid"],

@@ -178,7 +178,7 @@ class Voice:
                 mel = sample_ddpm(model.denoiser(), x, ts, cond={"cond": cond}, generator=g,
                                   disable=True)
             else:
-                net = model.net
+                net: nn.Module = model.net
                 if method.startswith("student"):
                     if steps not in self.students:
                         raise ValueError(f"this voice has no {steps}-step student")

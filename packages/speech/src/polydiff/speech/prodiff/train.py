@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -29,8 +30,58 @@ from polydiff.core.losses import DiffusionLoss
 from polydiff.speech.prodiff.data import Corpus, PaddedBatches
 from polydiff.speech.prodiff.model import DiffVocoder, ProDiffAcoustic
 
-__all__ = ["acoustic_objective", "distill_students", "teacher_grid", "train_acoustic",
-           "train_vocoder", "vocoder_objective"]
+__all__ = ["TEACHER_TIMES", "DistillSettings", "TrainSettings", "acoustic_objective",
+           "distill_students", "teacher_grid", "train_acoustic", "train_vocoder",
+           "vocoder_objective"]
+
+#: How the teacher draws its training times: ``uniform`` on ``(0, 1]`` (a model for any grid,
+#: the 50-step DDPM baseline included) or ``grid``, only the times ``i / 4`` of the 4-step
+#: grid it samples on (ProDiff trains its teacher as a 4-step diffusion model).
+TEACHER_TIMES = ("uniform", "grid")
+
+
+@dataclass
+class TrainSettings:
+    """The budget and bookkeeping of one training run (the engine's
+    :class:`~polydiff.core.training.TrainConfig` is made from it): optimizer ``steps``,
+    ``batch_size``, ``lr`` (linear warm-up over ``min(200, steps / 10)`` steps), EMA decay
+    (``None``: none), ``seed``, ``device``, logging and checkpoint periods, a progress bar,
+    and ``segment_frames``: the decoder trains on random windows of that many frames
+    (``None``: whole utterances; the vocoder's crop length, default 32 there)."""
+
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 1e-3
+    ema: float | None = 0.995
+    seed: int = 0
+    device: str = "cpu"
+    log_every: int = 50
+    ckpt_every: int = 500
+    progress: bool = True
+    segment_frames: int | None = None
+
+    def train_config(self, run_dir: str | os.PathLike[str], desc: str, *,
+                     warmup: bool = True) -> Any:
+        from polydiff.core.training import TrainConfig
+
+        return TrainConfig(run_dir=str(run_dir), steps=self.steps, batch_size=self.batch_size,
+                           lr=self.lr, ema_decay=self.ema, seed=self.seed, device=self.device,
+                           log_every=self.log_every, ckpt_every=self.ckpt_every,
+                           lr_warmup=min(200, self.steps // 10) if warmup else 0,
+                           grad_clip=1.0, progress=self.progress, desc=desc)
+
+
+@dataclass
+class DistillSettings(TrainSettings):
+    """:class:`TrainSettings` of each distillation round (``steps`` per round) plus the
+    rounds: the teacher's ``teacher_steps`` grid halved down to ``target_steps``, and the
+    weighting of core's :class:`~polydiff.core.distill.ProgressiveDistillationLoss`."""
+
+    steps: int = 1000
+    lr: float = 2e-4
+    teacher_steps: int = 4
+    target_steps: int = 1
+    weighting: str = "x0"
 
 
 def teacher_grid(steps: int = 4, device: torch.device | str | None = None) -> Tensor:
@@ -72,12 +123,24 @@ def crop_frames(cond: Tensor, mel: Tensor, frame_mask: Tensor, frames: int | Non
     return take(cond), take(mel), mask
 
 
-def acoustic_objective(model: ProDiffAcoustic, segment_frames: int | None = None) -> Any:
+def _grid_times(n: int, steps: int, generator: torch.Generator | None, device: torch.device
+                ) -> Tensor:
+    """``n`` training times drawn uniformly from ``{1/steps, ..., 1}`` (float64)."""
+    i = torch.randint(1, steps + 1, (n,), generator=generator, device=device)
+    return i.double() / steps
+
+
+def acoustic_objective(model: ProDiffAcoustic, segment_frames: int | None = None,
+                       times: str = "uniform") -> Any:
     """``objective(model, batch, generator)`` of the teacher or the regression model; the
-    decoder sees random windows of ``segment_frames`` frames (``None``: whole utterances)."""
+    decoder sees random windows of ``segment_frames`` frames (``None``: whole utterances)
+    at training times drawn by ``times`` (:data:`TEACHER_TIMES`)."""
+    if times not in TEACHER_TIMES:
+        raise ValueError(f"unknown teacher times {times!r}; choose from {TEACHER_TIMES}")
     diff_loss = DiffusionLoss(model.process, target="sample", weighting="uniform")
 
     def fn(m: nn.Module, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+        m = cast(ProDiffAcoustic, m)
         out = m(batch["ids"], batch["stress"], batch["word_start"], batch["mask"],
                 durations=batch["durations"], pitch=batch["pitch"], energy=batch["energy"])
         loss = variance_loss(out, batch)
@@ -86,35 +149,26 @@ def acoustic_objective(model: ProDiffAcoustic, segment_frames: int | None = None
         fmask = fmask[:, None]
         if m.config.decoder == "regression":
             return loss + _masked_mse(m.regress(cond), mel, fmask.expand_as(mel))
-        mel_loss = diff_loss(m.denoiser(), mel, cond={"cond": cond}, mask=fmask,
+        t = _grid_times(len(mel), 4, generator, mel.device) if times == "grid" else None
+        mel_loss = diff_loss(m.denoiser(), mel, cond={"cond": cond}, mask=fmask, t=t,
                              generator=generator)
         return loss + mel_loss
 
     return fn
 
 
-def _config(run_dir: str | os.PathLike[str], **kw: Any) -> Any:
-    from polydiff.core.training import TrainConfig
-
-    return TrainConfig(run_dir=str(run_dir), **kw)
-
-
-def train_acoustic(model: ProDiffAcoustic, corpus: Corpus, run_dir: str | os.PathLike[str], *,
-                   steps: int = 2000, batch_size: int = 16, lr: float = 1e-3,
-                   ema: float | None = 0.995, seed: int = 0, device: str = "cpu",
-                   resume: bool = True, log_every: int = 50, ckpt_every: int = 500,
-                   progress: bool = True, segment_frames: int | None = None
-                   ) -> dict[str, Any]:
-    """Train the teacher (or the regression model) with the engine's Trainer; the model ends
-    with its EMA weights. Returns the Trainer's summary."""
+def train_acoustic(model: ProDiffAcoustic, corpus: Corpus, run_dir: str | os.PathLike[str],
+                   settings: TrainSettings | None = None, *, resume: bool = True,
+                   times: str = "uniform") -> dict[str, Any]:
+    """Train the teacher (or the regression model) with the engine's Trainer (``times``: the
+    teacher's training times, :data:`TEACHER_TIMES`); the model ends with its EMA weights.
+    Returns the Trainer's summary."""
     from polydiff.core.training import Trainer
 
-    cfg = _config(run_dir, steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema,
-                  seed=seed, device=device, log_every=log_every, ckpt_every=ckpt_every,
-                  lr_warmup=min(200, steps // 10), grad_clip=1.0, progress=progress,
-                  desc=f"prodiff-{model.config.decoder}")
-    trainer = Trainer(model, acoustic_objective(model, segment_frames),
-                      PaddedBatches(corpus, seed=seed), cfg)
+    st = settings or TrainSettings()
+    cfg = st.train_config(run_dir, f"prodiff-{model.config.decoder}")
+    trainer = Trainer(model, acoustic_objective(model, st.segment_frames, times),
+                      PaddedBatches(corpus, seed=st.seed), cfg)
     summary = trainer.fit(resume=resume)
     if trainer.ema is not None:
         trainer.ema.copy_to(model)
@@ -142,16 +196,15 @@ class _FrozenFrontEnd:
 
 
 def distill_students(model: ProDiffAcoustic, corpus: Corpus, run_dir: str | os.PathLike[str],
-                     *, teacher_steps: int = 4, target_steps: int = 1, steps: int = 1000,
-                     batch_size: int = 16, lr: float = 2e-4, ema: float | None = 0.995,
-                     seed: int = 0, device: str = "cpu", resume: bool = True,
-                     log_every: int = 50, ckpt_every: int = 500, progress: bool = True,
-                     segment_frames: int | None = None) -> dict[int, nn.Module]:
-    """Progressive distillation of the teacher's decoder, ``teacher_steps`` -> ... ->
-    ``target_steps`` (core's :func:`~polydiff.core.distill.distill`); returns ``{steps:
-    student WaveNet}`` (e.g. ``{2: ..., 1: ...}``). The teacher is left unchanged."""
+                     settings: DistillSettings | None = None, *, resume: bool = True
+                     ) -> dict[int, nn.Module]:
+    """Progressive distillation of the teacher's decoder, ``settings.teacher_steps`` -> ...
+    -> ``settings.target_steps`` (core's :func:`~polydiff.core.distill.distill`); returns
+    ``{steps: student WaveNet}`` (e.g. ``{2: ..., 1: ...}``). The teacher is left
+    unchanged."""
     from polydiff.core.distill import distill
 
+    st = settings or DistillSettings()
     frozen = _FrozenFrontEnd(copy.deepcopy(model))
     teacher = ModelDenoiser(frozen.model.net, frozen.model.process, prediction_type="sample")
 
@@ -159,42 +212,57 @@ def distill_students(model: ProDiffAcoustic, corpus: Corpus, run_dir: str | os.P
         def fn(student: nn.Module, batch: dict[str, Tensor], generator: torch.Generator
                ) -> Tensor:
             cond, mel, fmask = crop_frames(frozen(batch), batch["mel"], batch["frame_mask"],
-                                           segment_frames, generator)
+                                           st.segment_frames, generator)
             return loss(student, mel, cond={"cond": cond}, mask=fmask[:, None],
                         generator=generator)
         return fn
 
-    cfg = _config(run_dir, steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema,
-                  seed=seed, device=device, log_every=log_every, ckpt_every=ckpt_every,
-                  grad_clip=1.0, progress=progress)
-    students = distill(teacher, PaddedBatches(corpus, seed=seed), teacher_grid(teacher_steps),
-                       target_steps=target_steps, config=cfg, weighting="x0",
-                       run_dir=run_dir, resume=resume, objective=objective)
-    return {int(s.sampling_grid.numel() - 1): s.model.eval() for s in students}
+    cfg = st.train_config(run_dir, "prodiff-distill", warmup=False)
+    students = distill(teacher, PaddedBatches(corpus, seed=st.seed),
+                       teacher_grid(st.teacher_steps), target_steps=st.target_steps, config=cfg,
+                       weighting=st.weighting, run_dir=Path(run_dir), resume=resume,
+                       objective=objective)
+    out: dict[int, nn.Module] = {}
+    for k, s in enumerate(students, 1):  # each round halves the steps
+        net = s.model if isinstance(s, ModelDenoiser) else None
+        if not isinstance(net, nn.Module):
+            raise TypeError("a student of the teacher's ModelDenoiser wraps a network")
+        out[st.teacher_steps >> k] = net.eval()
+    return out
 
 
 class _Crops:
-    """Random aligned (wave, mel) crops of the corpus for the vocoder (Trainer source)."""
+    """Random aligned (wave, mel) crops of the corpus for the vocoder (Trainer source); with
+    ``gl`` (a function of a ``(1, frames, n_mels)`` log-mel), also the crops of the
+    Griffin-Lim wave of each utterance's mel, computed once here."""
 
-    def __init__(self, corpus: Corpus, frames: int, hop: int, seed: int = 0):
+    def __init__(self, corpus: Corpus, frames: int, hop: int, seed: int = 0,
+                 gl: Any = None):
         from polydiff.core.training import IndexedData
 
         self.items = [it for it in corpus.items if it["mel"].shape[0] > frames]
         if not self.items:
             raise ValueError(f"no utterance is longer than {frames} frames")
         self.frames, self.hop = frames, hop
+        self.gl = None if gl is None else [gl(it["mel"][None])[0] for it in self.items]
         self._index = IndexedData(torch.arange(len(self.items)), seed=seed)
 
     def get(self, positions: Tensor, generator: torch.Generator | None = None
             ) -> dict[str, Tensor]:
-        waves, mels = [], []
+        waves, mels, gls = [], [], []
+        span = self.frames * self.hop
         for i in self._index.get(positions).tolist():
             it = self.items[i]
             n = min(it["mel"].shape[0], it["wave"].numel() // self.hop) - self.frames
             k = int(torch.randint(0, max(n, 1), (1,), generator=generator))
-            waves.append(it["wave"][k * self.hop:(k + self.frames) * self.hop])
+            waves.append(it["wave"][k * self.hop:k * self.hop + span])
             mels.append(it["mel"][k:k + self.frames])
-        return {"wave": torch.stack(waves), "logmel": torch.stack(mels)}
+            if self.gl is not None:
+                gls.append(self.gl[i][k * self.hop:k * self.hop + span])
+        out = {"wave": torch.stack(waves), "logmel": torch.stack(mels)}
+        if gls:
+            out["gl"] = torch.stack(gls)
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return self._index.state_dict()
@@ -209,25 +277,26 @@ def vocoder_objective(vocoder: DiffVocoder) -> Any:
                          weighting="uniform")
 
     def fn(v: nn.Module, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+        v = cast(DiffVocoder, v)
         return loss(v.denoiser(), v.fold(batch["wave"]),
-                    cond={"cond": v.cond(batch["logmel"])}, generator=generator)
+                    cond={"cond": v.cond(batch["logmel"], batch.get("gl"))},
+                    generator=generator)
 
     return fn
 
 
-def train_vocoder(vocoder: DiffVocoder, corpus: Corpus, run_dir: str | os.PathLike[str], *,
-                  steps: int = 2000, batch_size: int = 16, segment_frames: int = 32,
-                  lr: float = 1e-3, ema: float | None = 0.995, seed: int = 0,
-                  device: str = "cpu", resume: bool = True, log_every: int = 50,
-                  ckpt_every: int = 500, progress: bool = True) -> dict[str, Any]:
-    """Train the diffusion vocoder on the corpus's waves (needs ``item["wave"]``)."""
+def train_vocoder(vocoder: DiffVocoder, corpus: Corpus, run_dir: str | os.PathLike[str],
+                  settings: TrainSettings | None = None, *, resume: bool = True
+                  ) -> dict[str, Any]:
+    """Train the diffusion vocoder on the corpus's waves (needs ``item["wave"]``), on random
+    crops of ``settings.segment_frames`` frames (default 32)."""
     from polydiff.core.training import Trainer
 
-    cfg = _config(run_dir, steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema,
-                  seed=seed, device=device, log_every=log_every, ckpt_every=ckpt_every,
-                  lr_warmup=min(200, steps // 10), grad_clip=1.0, progress=progress,
-                  desc="prodiff-vocoder")
-    data = _Crops(corpus, segment_frames, vocoder.config.hop_length, seed)
+    st = settings or TrainSettings()
+    frames = st.segment_frames or 32
+    cfg = st.train_config(run_dir, "prodiff-vocoder")
+    gl = vocoder.griffin_lim if vocoder.config.condition == "mel+gl" else None
+    data = _Crops(corpus, frames, vocoder.config.hop_length, st.seed, gl)
     trainer = Trainer(vocoder, vocoder_objective(vocoder), data, cfg)
     summary = trainer.fit(resume=resume)
     if trainer.ema is not None:
