@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from polydiff.core.cli import add_config_args, run_cli
+from polydiff.core.samplers.registry import sampler_names
 
 __all__ = ["build_parser", "main"]
 
@@ -50,8 +51,9 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
                    help="observation self-guidance (default: %(default)s)")
     g.add_argument("--scale", type=float, default=4.0,
                    help="guidance scale s (default: %(default)s)")
-    g.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
-                   help="DDPM ancestral or DDIM (default: %(default)s)")
+    g.add_argument("--sampler", choices=sampler_names(), default="ddpm", metavar="NAME",
+                   help="ddpm (ancestral, the default), ddim, or another sampler of core's "
+                   "registry: " + ", ".join(sampler_names()))
     g.add_argument("--steps", type=int, default=None, metavar="N",
                    help="sampler steps (default: the model's 100 diffusion steps)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
@@ -129,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="windows to draw (default: %(default)s)")
     p.add_argument("-o", "--output", metavar="FILE", required=True, help="output .csv/.parquet")
     _data_args(p, required=False)
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
+    p.add_argument("--sampler", choices=sampler_names(), default="ddpm", metavar="NAME",
+                   help="a sampler of core's registry (default: %(default)s)")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="sampler steps")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
