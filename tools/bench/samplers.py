@@ -274,7 +274,7 @@ def evaluate_problem(prob: Problem, batch: int, n_cal: int, search: SolverSearch
         # the one call: fitted on calibration noise only, chosen on a held-out part of it
         tc = time.process_time()
         cfg = search if nfe in fit_nfes else SolverSearch(
-            **{**search.__dict__, "bases": ()})
+            **{**search.__dict__, "fits": ()})
         solver = fit_best_solver(den, (mix.dim,), nfe, config=cfg, x_cal=cal, reference=cal_ref,
                                  t_start=1.0, generator=torch.Generator().manual_seed(nfe),
                                  disable=True)
@@ -282,7 +282,7 @@ def evaluate_problem(prob: Problem, batch: int, n_cal: int, search: SolverSearch
         entry["polydiff"]["one_call"] = one
         entry["one_call"] = {
             "rmse": one, "choice": solver.meta["choice"], "cpu_s": time.process_time() - tc,
-            "bespoke_fitted": bool(cfg.bases), "best_generic": solver.meta["best_generic"],
+            "bespoke_fitted": bool(cfg.fits), "best_generic": solver.meta["best_generic"],
             "held_out_rmse": {k: v for k, v in solver.meta["held_out_rmse"].items()
                               if k == solver.meta["choice"] or k.startswith("bespoke")
                               or k == solver.meta["best_generic"]},
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         search = SolverSearch()
         if args.quick:
-            search = SolverSearch(calibration=768, iters=150)
+            search = SolverSearch(calibration=1024, iters=150)
         if args.iters is not None:
             search = SolverSearch(**{**search.__dict__, "iters": args.iters})
         n_cal = args.cal or search.calibration

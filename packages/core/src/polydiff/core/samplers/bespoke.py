@@ -437,6 +437,15 @@ def _init_grid(process: Any, steps: int, t_start: float, t_end: float | None, ze
             raise ValueError(f"an explicit initial grid needs {steps + 1} times from t_start = "
                              f"{t_start} to {last}")
         return grid
+    if init == "default":
+        from polydiff.core.grids import default_grid
+
+        t_low = float(process.t_min if (zero_end or t_end is None) else t_end)
+        grid = (default_grid(process, steps, t_start=t_start) if zero_end else
+                time_grid(process, steps, "flow", t_start=t_start, t_end=t_end))
+        if steps == 1 or bool((grid[1:-1] > t_low).all()):
+            return grid
+        init = "logsnr"  # so many steps that the flow grid reaches below t_min
     grid = time_grid(process, steps, init, t_start=t_start, t_end=t_end, final_zero=zero_end)
     if zero_end and steps > 1:
         s_hi, s_lo = _log_st(process, t_start), _log_st(process, process.t_min)
@@ -449,9 +458,9 @@ def _init_grid(process: Any, steps: int, t_start: float, t_end: float | None, ze
 def fit_bespoke(denoiser: Denoiser, x_cal: Tensor, steps: int, *,
                 reference: Tensor | None = None, cond: dict[str, Any] | None = None,
                 t_start: float | None = None, t_end: float | None = None,
-                final_zero: bool = True, base: str = "dpmpp_2m", init: str | Tensor = "logsnr",
-                iters: int = 300, lr: float = 1e-2, lr_times: float | None = None,
-                loss: str = "rmse", batch_size: int | None = None, val_fraction: float = 0.0,
+                final_zero: bool = True, base: str = "dpmpp_2m", init: str | Tensor = "default",
+                iters: int = 400, lr: float = 0.02, lr_times: float | None = None,
+                loss: str = "rmse", batch_size: int | None = 512, val_fraction: float = 0.0,
                 patience: int | None = None, eval_every: int | None = None,
                 weight_decay: float = 0.0, importance: bool = False, learn_times: bool = True,
                 learn_coefficients: bool = True, slack: float = 0.05,
@@ -481,10 +490,12 @@ def fit_bespoke(denoiser: Denoiser, x_cal: Tensor, steps: int, *,
             ``(t_min, t_start)``, or ``(t_end, t_start)`` without it).
         base: the solver it starts from and whose coefficients the learned ones are a
             residual over: ``"ddim"``, ``"dpmpp_2m"`` or ``"unipc"``.
-        init: the starting grid kind of :func:`time_grid` or an explicit grid.
+        init: the starting grid: ``"default"`` (:func:`~polydiff.core.grids.default_grid`),
+            another kind of :func:`time_grid` or an explicit grid. The defaults of ``init``,
+            ``iters``, ``lr`` and ``batch_size`` are :func:`fit_best_solver`'s (the bench's).
         iters, lr, lr_times: Adam iterations and learning rates (coefficients; time logits,
             default ``2 * lr``), with cosine decay to 1% over ``iters``.
-        batch_size: mini-batch size (default: the whole calibration batch). With mini-batches
+        batch_size: mini-batch size (``None``: the whole calibration batch). With mini-batches
             or a validation split the selection loss is evaluated every ``eval_every``
             iterations (default ``iters // 30``), else at every iteration for free.
         val_fraction, patience: hold out this fraction of ``x_cal`` to choose the best
@@ -639,25 +650,32 @@ class SolverSearch:
             trajectories (:func:`~polydiff.core.samplers.gits.gits_grid`).
         shifts: the ``"flow"`` grid is also tried with these timestep shifts
             (``"flow@<shift>"``, :func:`~polydiff.core.grids.default_grid`).
-        bases: bespoke solvers are fitted from these bases (:data:`BASES`), each starting
-            from the grid on which that base did best; ``()`` keeps to training-free solvers.
+        fits: learned candidates, each starting from its base (:data:`BASES`) on the grid
+            on which that base did best: ``"<base>"`` learns time points and coefficients
+            (the BNS solver of Shaul et al. 2024, RMSE loss); ``"<base>:times"`` learns the
+            time points only, with the base's coefficients recomputed from them (as LD3,
+            Tong et al. 2025), under the mean per-sample RMS loss, which the few samples a
+            few-step solver sends to another mode do not dominate. ``()`` keeps to
+            training-free solvers.
         iters, lr, batch_size, weight_decay: :func:`fit_bespoke`'s optimisation (Adam; the
             weight decay pulls the learned residual towards the base solver).
+        lr_times: Adam's learning rate for the ``":times"`` fits.
         val_fraction: of the fitting noise, used by :func:`fit_bespoke` to choose its best
             iterate (0: its training loss).
         gits_samples, gits_candidates: calibration samples and candidate intervals of the
             GITS grid.
     """
 
-    calibration: int = 2048
-    holdout: float = 0.25
+    calibration: int = 4096
+    holdout: float = 0.5
     generic: tuple[str, ...] = ("dpmpp_2m", "dpmpp_3m", "unipc", "unipc_bh1", "ipndm",
                                 "ipndm3")
     grids: tuple[str, ...] = SEARCH_GRIDS
     shifts: tuple[float, ...] = (0.7, 1.4, 2.0, 3.0)
-    bases: tuple[str, ...] = ("dpmpp_2m", "unipc")
+    fits: tuple[str, ...] = ("unipc", "unipc:times")
     iters: int = 400
     lr: float = 0.02
+    lr_times: float = 0.005
     batch_size: int | None = 512
     weight_decay: float = 0.0
     val_fraction: float = 0.0
@@ -674,13 +692,15 @@ class SolverSearch:
         for g in self.grids:
             if g not in SEARCH_GRIDS:
                 raise ValueError(f"unknown grid {g!r}; expected some of {SEARCH_GRIDS}")
-        for b in self.bases:
-            if b not in BASES:
-                raise ValueError(f"unknown base {b!r}; expected some of {BASES}")
+        for f in self.fits:
+            base, _, mode = f.partition(":")
+            if base not in BASES or mode not in ("", "times"):
+                raise ValueError(f"unknown fit {f!r}: expected '<base>' or '<base>:times' "
+                                 f"with a base of {BASES}")
         if any(not (v > 0 and math.isfinite(v)) for v in self.shifts):
             raise ValueError(f"shifts must be positive, got {self.shifts}")
-        if not (self.generic and self.grids) and not self.bases:
-            raise ValueError("nothing to search: give generic solvers and grids, or bases")
+        if not (self.generic and self.grids) and not self.fits:
+            raise ValueError("nothing to search: give generic solvers and grids, or fits")
 
 
 def search_grid(kind: str, process: Any, steps: int, t_start: float) -> Tensor:
@@ -722,9 +742,10 @@ def fit_best_solver(denoiser: Denoiser, x_shape: tuple[int, ...] | torch.Size, n
        UniPC bh1/bh2, iPNDM of Zhang & Chen 2023) on every grid of ``config.grids``,
        including GITS's dynamic-programming grid fitted to the model's trajectories (Chen et
        al. 2024), scored on the held-out noise.
-    3. Learned candidates: for each base of ``config.bases``, a bespoke non-stationary
-       solver (Shaul et al. 2024; :func:`fit_bespoke`) fitted on the other calibration
-       noise, starting from that base on its best grid (so it starts as a candidate of 2).
+    3. Learned candidates (``config.fits``): bespoke non-stationary solvers (Shaul et al.
+       2024; :func:`fit_bespoke`) and learned time points alone (as LD3, Tong et al. 2025)
+       fitted on the other calibration noise, each starting from its base on that base's
+       best grid (so it starts as a candidate of 2).
     4. The candidate with the lowest held-out RMSE wins; training-free winners are returned
        in their exact bespoke form (:meth:`BespokeSolver.from_sampler`).
 
@@ -733,7 +754,7 @@ def fit_best_solver(denoiser: Denoiser, x_shape: tuple[int, ...] | torch.Size, n
     (``"choice"``) and the best training-free one (``"best_generic"``).
 
     Args:
-        denoiser: the model (differentiable in its input and time when ``config.bases`` is
+        denoiser: the model (differentiable in its input and time when ``config.fits`` is
             not empty; use float64 for exact test beds).
         x_shape: per-sample shape (without the batch dimension).
         nfe: network evaluations = steps.
@@ -797,18 +818,25 @@ def fit_best_solver(denoiser: Denoiser, x_shape: tuple[int, ...] | torch.Size, n
             sol = BespokeSolver.from_sampler(reg, p, ts, meta={"choice": key}, **hyper)
             scores[key], solvers[key] = held_out(sol), sol
     best_generic = min(scores, key=scores.__getitem__) if scores else None
-    for base in cfg.bases:
+    for fit_name in cfg.fits:
+        base, _, mode = fit_name.partition(":")
         # start from the grid on which this base did best (the flow grid if it was not tried)
         tried = {k.split("/", 1)[1]: v for k, v in scores.items() if k.split("/")[0] == base}
         kind = min(tried, key=tried.__getitem__) if tried else "flow"
         init = grids[kind] if kind in grids else search_grid(kind, p, nfe, t0)
         if nfe > 1 and not bool(init[1:-1].gt(p.t_min).all()):
             init = search_grid("flow", p, nfe, t0)
+        times_only = mode == "times"
+        if times_only and nfe == 1:
+            continue  # nothing to learn
         sol = fit_bespoke(denoiser, x_f, nfe, reference=ref_f, cond=cond_f, t_start=t0,
                           final_zero=zero_end, base=base, init=init, iters=cfg.iters, lr=cfg.lr,
+                          lr_times=cfg.lr_times if times_only else None,
+                          loss="l2" if times_only else "rmse",
+                          learn_coefficients=not times_only,
                           batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
                           val_fraction=cfg.val_fraction, generator=generator, disable=disable)
-        key = f"bespoke_{base}/{kind}"
+        key = f"bespoke_{fit_name}/{kind}"
         sol.meta["choice"] = key
         scores[key], solvers[key] = held_out(sol), sol
     choice = min(scores, key=scores.__getitem__)
