@@ -174,7 +174,7 @@ def best_fit():
     mix = GaussianMixture.random(4, 6, seed=7)
     den = mix.denoiser(p)
     cfg = SolverSearch(calibration=768, holdout=0.25, iters=60, batch_size=256,
-                       gits_samples=128, gits_candidates=40)
+                       gits_samples=128, gits_candidates=40, fits=("unipc", "unipc:times"))
     sol = fit_best_solver(den, (4,), 4, config=cfg, generator=torch.Generator().manual_seed(0),
                           disable=True)
     return p, mix, den, sol
@@ -187,6 +187,7 @@ def test_fit_best_solver_never_worse_than_generic_on_held_out(best_fit) -> None:
     scores = sol.meta["held_out_rmse"]
     generic = {k: v for k, v in scores.items() if not k.startswith("bespoke")}
     cfg = SolverSearch()
+    assert cfg.fits == ("unipc",)
     assert len(generic) == len(cfg.generic) * (len(cfg.grids) + len(cfg.shifts))
     assert {k.split("/", 1)[1] for k in generic} >= {"gits", "flow", "flow@2", "uniform"}
     assert scores[sol.meta["choice"]] == min(scores.values()) <= min(generic.values())

@@ -671,8 +671,8 @@ class SolverSearch:
     generic: tuple[str, ...] = ("dpmpp_2m", "dpmpp_3m", "unipc", "unipc_bh1", "ipndm",
                                 "ipndm3")
     grids: tuple[str, ...] = SEARCH_GRIDS
-    shifts: tuple[float, ...] = (0.7, 1.4, 2.0, 3.0)
-    fits: tuple[str, ...] = ("unipc", "unipc:times")
+    shifts: tuple[float, ...] = (0.7, 1.2, 1.4, 1.7, 2.0, 3.0)
+    fits: tuple[str, ...] = ("unipc",)
     iters: int = 400
     lr: float = 0.02
     lr_times: float = 0.005
