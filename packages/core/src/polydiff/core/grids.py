@@ -107,13 +107,16 @@ def default_grid(process: GaussianProcess, n: int, *, t_start: float | None = No
     ``t_max``) down to ``sigma = 0`` (``process.t_zero``; ``t_min`` for processes without
     one, such as VE).
 
-    Measured on exact Gaussian-mixture test beds with DPM-Solver++(2M/3M) and UniPC at 5-20
-    steps (``tools/bench/samplers.py --grids``), it was the best or within 1.3x of the best
-    grid on every process family (VPDiscrete linear and scaled-linear, VPLinear, VPCosine,
-    VE, EDM, linear and trigonometric interpolants), where ``"logsnr"`` with ``final_zero``
-    was up to 4x worse at 5 steps (its last positive point at ``t_min`` costs a step) and 8x
-    worse on interpolants. ``shift`` (``"flow"``'s timestep shift) is a one-number knob to
-    tune per model: :func:`~polydiff.core.samplers.bespoke.fit_best_solver` chooses it on
+    Measured on exact Gaussian-mixture test beds (best of DPM-Solver++ 2M/3M and UniPC
+    bh1/bh2 at 5, 10 and 20 steps; ``tools/bench/samplers.py --grids``), it has the best
+    geometric-mean error of all grid kinds on every process family tried (VPDiscrete linear
+    and scaled-linear, VPLinear, VPCosine, VE, EDM, linear and trigonometric interpolants) and
+    is the best at every step count on VPCosine, VE, EDM and the interpolants. On DDPM's
+    schedules uniform-to-zero spacing is 1.4-2.4x better at 5 steps and quadratic / EDM
+    spacing 1.3-1.9x better at 20. ``"logsnr"`` with ``final_zero`` (whose last positive
+    point at ``t_min`` costs a step) was 1.5-4x worse at 5 steps, and 4-24x on interpolants.
+    ``shift`` (``"flow"``'s timestep shift) is a one-number knob to tune per model:
+    :func:`~polydiff.core.samplers.bespoke.fit_best_solver` chooses it on
     held-out calibration noise.
     """
     end = process.t_zero if process.t_zero is not None else process.t_min
