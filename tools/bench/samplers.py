@@ -1,31 +1,44 @@
 """Sampler benchmark on exact test beds: polydiff's samplers against diffusers' schedulers.
 
-For each problem (Gaussian mixtures and mixtures of low-rank Gaussians in several dimensions,
-under DDPM's discrete linear-beta VP schedule, which every diffusers scheduler supports) and
-each NFE in {5, 10, 20, 50}, every deterministic sampler starts from the same noise at the
-same noise level (diffusers' first timestep 999, i.e. t = 1) and is scored by the RMS distance
-of its output to the exact probability-flow ODE endpoint (``reference_pf_ode``, ~1e-9
-accurate). Both libraries call the same exact denoiser. Stochastic samplers are scored by a
-sliced Wasserstein-2 distance to fresh data samples, and every sampler's per-step overhead is
-measured with a model that costs nothing.
+Problems are Gaussian mixtures (full or diagonal covariance) and mixtures of low-rank Gaussians
+in 8-64 dimensions with 6-12 components, under DDPM's discrete linear-beta VP schedule (which
+every diffusers scheduler supports). Each problem is declared a *tuning* problem (polydiff's
+grid defaults and :class:`~polydiff.core.samplers.bespoke.SolverSearch` defaults were chosen
+on these) or a *held-out* one (never looked at before the final run). For each NFE in
+{5, 10, 20, 50} every deterministic sampler starts from the same evaluation noise at the same
+noise level (diffusers' first timestep 999, i.e. t = 1) and is scored by the RMS distance of
+its output to the exact probability-flow ODE endpoint (``reference_pf_ode``, ~1e-9 accurate).
+Both libraries call the same exact denoiser.
 
-    uv run python tools/bench/samplers.py            # table
-    uv run python tools/bench/samplers.py --json     # one JSON object
-    uv run python tools/bench/samplers.py --quick    # fewer problems, smaller batch
+* diffusers: DDIM, Euler, Heun, DPM-Solver++ 2M/3M, UniPC, DEIS with their defaults, again with
+  Karras sigmas (and uniform-lambda steps); ``diffusers_best`` is the best of them on the
+  evaluation noise.
+* polydiff, training-free: DDIM, Euler, Heun, DPM-Solver++ 2M/3M, UniPC (bh1, bh2), iPNDM
+  (orders 3, 4) on fixed grids (log-SNR, EDM, uniform-to-zero, flow with timestep shifts)
+  and on the GITS grid (dynamic programming over teacher trajectories of calibration noise).
+* polydiff, one call: :func:`~polydiff.core.samplers.bespoke.fit_best_solver` with its default
+  :class:`SolverSearch` (at NFE 5 and 10 with bespoke fits, at 20 and 50 training-free only),
+  using calibration noise disjoint from the evaluation noise and choosing on a held-out part
+  of it.
 
-diffusers schedulers are run with their default configuration, the timestep spacing set so the
-first step starts at t=999 where the default does not (DDIM: "trailing"), and again with
-Karras sigmas / uniform-lambda steps where they offer them; ``diffusers_best`` is the best of
-all of those. polydiff's entries include its samplers on the log-SNR, EDM and uniform grids
-and bespoke solvers (:func:`polydiff.core.samplers.bespoke.fit_bespoke`) fitted on a
-calibration batch of noise disjoint from the evaluation noise.
+Ratios are polydiff / diffusers_best RMSE (lower is better): ``best`` over every polydiff
+entry, ``generic`` over training-free ones only, ``one_call`` for fit_best_solver alone.
+Stochastic samplers are scored by a sliced Wasserstein-2 distance to fresh data samples, and
+every sampler's per-step overhead is measured with a model that costs nothing. ``--grids``
+instead measures grid kinds per process family (the evidence for ``default_grid``).
+
+    uv run python tools/bench/samplers.py --out tools/bench/results/samplers.json
+    uv run python tools/bench/samplers.py --quick          # 2 problems, smaller batches
+    uv run python tools/bench/samplers.py --grids --out tools/bench/results/samplers_grids.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import platform
 import sys
 import time
 import warnings
@@ -35,18 +48,19 @@ from dataclasses import dataclass
 import torch
 
 from polydiff.core.denoiser import Denoiser, ModelDenoiser
-from polydiff.core.grids import time_grid
-from polydiff.core.processes import VPDiscrete
-from polydiff.core.samplers import (
-    sample_ddim,
-    sample_ddpm,
-    sample_dpmpp_2m,
-    sample_dpmpp_2m_sde,
-    sample_dpmpp_3m,
-    sample_euler,
-    sample_heun,
-    sample_unipc,
+from polydiff.core.grids import default_grid, time_grid
+from polydiff.core.processes import (
+    EDM,
+    VE,
+    LinearInterpolant,
+    TrigInterpolant,
+    VPCosine,
+    VPDiscrete,
+    VPLinear,
 )
+from polydiff.core.samplers.bespoke import SolverSearch, fit_best_solver
+from polydiff.core.samplers.gits import gits_grid
+from polydiff.core.samplers.registry import get_sampler
 from polydiff.core.testbeds import GaussianMixture, LowRankMixture, reference_pf_ode
 
 NFES = (5, 10, 20, 50)
@@ -54,16 +68,31 @@ N_TRAIN = 1000
 
 
 # --------------------------------------------------------------------------- problems
-def problems(quick: bool) -> dict[str, GaussianMixture]:
-    out = {
-        "gmm-d2-k8": GaussianMixture.random(2, 8, seed=1, cov="full"),
-        "gmm-d16-k6": GaussianMixture.random(16, 6, seed=2, cov="full"),
-        "lowrank-d64-r4-k5": LowRankMixture.random(64, rank=4, n_components=5, seed=3),
-    }
-    if not quick:
-        out["gmm-d64-k10"] = GaussianMixture.random(64, 10, seed=4, cov="full")
-        out["lowrank-d256-r8-k8"] = LowRankMixture.random(256, rank=8, n_components=8, seed=5)
-    return out
+@dataclass(frozen=True)
+class Problem:
+    name: str
+    role: str  # "tuning" or "held-out"
+    make: Callable[[], GaussianMixture]
+
+
+PROBLEMS = [
+    # tuning: the grid defaults, the SolverSearch defaults and the timestep shifts were
+    # chosen by looking at these (and at two more mixtures, seeds 101/102, in --grids)
+    Problem("gmm-d8-k6", "tuning", lambda: GaussianMixture.random(8, 6, seed=11)),
+    Problem("gmm-d32-k6", "tuning", lambda: GaussianMixture.random(32, 6, seed=12)),
+    Problem("gmm-d8-k12", "tuning", lambda: GaussianMixture.random(8, 12, seed=13)),
+    # held-out: run once, with the final code, never tuned on
+    Problem("gmm-d16-k10", "held-out", lambda: GaussianMixture.random(16, 10, seed=21)),
+    Problem("gmm-d64-k8", "held-out", lambda: GaussianMixture.random(64, 8, seed=22)),
+    Problem("gmm-diag-d24-k12", "held-out",
+            lambda: GaussianMixture.random(24, 12, seed=23, cov="diag")),
+    Problem("lowrank-d48-r4-k8", "held-out",
+            lambda: LowRankMixture.random(48, rank=4, n_components=8, seed=24)),
+    Problem("gmm-d12-k7-wide", "held-out",
+            lambda: GaussianMixture.random(12, 7, seed=25, mean_scale=2.5,
+                                           std_range=(0.1, 1.0))),
+]
+QUICK = ("gmm-d8-k6", "gmm-d16-k10")
 
 
 def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -71,39 +100,34 @@ def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 # --------------------------------------------------------------------------- polydiff side
-@dataclass
-class PolySampler:
-    name: str
-    fn: Callable[..., torch.Tensor]
-    steps_for_nfe: Callable[[int], int]
-    kwargs: dict
+#: training-free entries: (registry name, hyperparameters)
+POLY_SOLVERS = {
+    "ddim": ("ddim", {}), "euler": ("euler", {}), "heun": ("heun", {}),
+    "dpmpp_2m": ("dpmpp_2m", {}), "dpmpp_3m": ("dpmpp_3m", {}),
+    "unipc_bh2": ("unipc", {}), "unipc_bh1": ("unipc", {"variant": "bh1"}),
+    "ipndm": ("ipndm", {}), "ipndm3": ("ipndm", {"order": 3}),
+}
+SHIFTS = SolverSearch().shifts
 
 
-def _n(nfe: int) -> int:
-    return nfe
-
-
-POLY_SAMPLERS = [
-    PolySampler("ddim", sample_ddim, _n, {}),
-    PolySampler("euler", sample_euler, _n, {}),
-    PolySampler("heun", sample_heun, lambda nfe: (nfe + 1) // 2, {}),
-    PolySampler("dpmpp_2m", sample_dpmpp_2m, _n, {}),
-    PolySampler("dpmpp_3m", sample_dpmpp_3m, _n, {}),
-    PolySampler("unipc_bh2_3", sample_unipc, _n, {"order": 3, "variant": "bh2"}),
-    PolySampler("unipc_bh1_3", sample_unipc, _n, {"order": 3, "variant": "bh1"}),
-]
-GRIDS = ("logsnr", "edm", "uniform")
-
-
-def poly_grid(process: VPDiscrete, steps: int, kind: str) -> torch.Tensor:
-    return time_grid(process, steps, kind, t_start=1.0, t_end=process.t_min, final_zero=True)
+def poly_grids(process: VPDiscrete, steps: int) -> dict[str, torch.Tensor]:
+    """Fixed grids, all from t = 1 (diffusers' timestep 999) to sigma = 0."""
+    out = {
+        "logsnr": time_grid(process, steps, "logsnr", t_start=1.0, final_zero=True),
+        "edm": time_grid(process, steps, "edm", t_start=1.0, final_zero=True),
+        "uniform": time_grid(process, steps, "uniform", t_start=1.0, t_end=0.0),
+        "flow": default_grid(process, steps, t_start=1.0),
+    }
+    for s in SHIFTS:
+        out[f"flow@{s:g}"] = default_grid(process, steps, t_start=1.0, shift=s)
+    return out
 
 
 # --------------------------------------------------------------------------- diffusers side
 def diffusers_configs() -> dict[str, tuple[str, dict]]:
     base = {"num_train_timesteps": N_TRAIN, "beta_schedule": "linear",
             "beta_start": 1e-4, "beta_end": 0.02}
-    cfg: dict[str, tuple[str, dict]] = {
+    return {
         "DDIM": ("DDIMScheduler", {**base, "timestep_spacing": "trailing"}),
         "Euler": ("EulerDiscreteScheduler", dict(base)),
         "Euler-karras": ("EulerDiscreteScheduler", {**base, "use_karras_sigmas": True}),
@@ -122,7 +146,6 @@ def diffusers_configs() -> dict[str, tuple[str, dict]]:
         "DEIS": ("DEISMultistepScheduler", dict(base)),
         "DEIS-karras": ("DEISMultistepScheduler", {**base, "use_karras_sigmas": True}),
     }
-    return cfg
 
 
 def make_scheduler(cls_name: str, kwargs: dict):
@@ -192,21 +215,16 @@ def overhead(process: VPDiscrete, dim: int, batch: int, steps: int = 10,
             ts.append(time.perf_counter() - t0)
         return min(ts)
 
-    for s in POLY_SAMPLERS:
-        n = s.steps_for_nfe(steps)
-        grid = poly_grid(process, n, "logsnr")
+    for name, (reg, kw) in POLY_SOLVERS.items():
+        spec = get_sampler(reg)
+        n = spec.steps_for_nfe(steps)
         # grid construction is part of the sampler call cost in diffusers (set_timesteps)
-        sec = best(lambda s=s, n=n: s.fn(den, noise, poly_grid(process, n, "logsnr"),
-                                         disable=True, **s.kwargs))
-        out["polydiff"][s.name] = 1e6 * sec / (grid.numel() - 1)
-    # a bespoke solver's rollout (coefficients from a 1-iteration fit; cost does not depend on
-    # their values)
-    from polydiff.core.samplers.bespoke import fit_bespoke
+        sec = best(lambda spec=spec, n=n, kw=kw: spec.fn(
+            den, noise, default_grid(process, n, t_start=1.0), disable=True, **kw))
+        out["polydiff"][name] = 1e6 * sec / n
+    from polydiff.core.samplers.bespoke import BespokeSolver
 
-    mix = GaussianMixture.random(dim, 2, seed=0)
-    cal = torch.randn(8, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    solver = fit_bespoke(mix.denoiser(process), cal, steps, reference=cal, t_start=1.0, iters=1,
-                         disable=True)
+    solver = BespokeSolver.from_sampler("unipc", process, default_grid(process, steps))
     sec = best(lambda: solver.sample(den, noise, disable=True))
     out["polydiff"]["bespoke"] = 1e6 * sec / steps
     for name, (cls_name, kw) in diffusers_configs().items():
@@ -221,76 +239,94 @@ def overhead(process: VPDiscrete, dim: int, batch: int, steps: int = 10,
 
 
 # --------------------------------------------------------------------------- main
-def evaluate(quick: bool, batch: int, log, bespoke_nfes: tuple[int, ...] = (5, 10),
-             n_cal: int = 2048, bespoke_iters: int = 600) -> dict:
+def evaluate_problem(prob: Problem, batch: int, n_cal: int, search: SolverSearch,
+                     fit_nfes: tuple[int, ...], log) -> dict:
     process = VPDiscrete.linear(N_TRAIN)
-    result: dict = {"process": "VPDiscrete.linear(1000) (DDPM betas 1e-4..0.02)",
-                    "t_start": 1.0, "batch": batch, "nfes": list(NFES), "problems": {}}
-    from polydiff.core.samplers.bespoke import fit_bespoke
+    mix = prob.make()
+    den: Denoiser = mix.denoiser(process)
+    g = torch.Generator().manual_seed(1234)
+    noise = torch.randn(batch, mix.dim, generator=g, dtype=torch.float64)
+    cal = torch.randn(n_cal, mix.dim, generator=g, dtype=torch.float64)  # disjoint
+    t0 = time.process_time()
+    ref = reference_pf_ode(mix, process, noise, 1.0, rtol=1e-10, atol=1e-10)
+    cal_ref = reference_pf_ode(mix, process, cal, 1.0, rtol=1e-9, atol=1e-9)
+    out: dict = {"role": prob.role, "dim": mix.dim, "components": mix.n_components,
+                 "kind": type(mix).__name__, "reference_cpu_s": time.process_time() - t0}
+    eps_model = diffusers_eps_model(mix, process)
+    noise32 = noise.float()
+    for nfe in NFES:
+        entry: dict = {"polydiff": {}, "diffusers": {}, "one_call": None}
+        tc = time.process_time()
+        grids = poly_grids(process, nfe)
+        grids["gits"] = gits_grid(den, cal[: search.gits_samples], nfe, t_start=1.0,
+                                  candidates=max(search.gits_candidates, nfe))
+        entry["gits_cpu_s"] = time.process_time() - tc
+        entry["gits_grid"] = grids["gits"].tolist()
+        for sname, (reg, kw) in POLY_SOLVERS.items():
+            spec = get_sampler(reg)
+            for gname, ts in grids.items():
+                if spec.evals_per_step > 1:
+                    if gname == "gits":
+                        continue
+                    ts = poly_grids(process, spec.steps_for_nfe(nfe))[gname]
+                x = spec.fn(den, noise, ts, disable=True, **kw)
+                entry["polydiff"][f"{sname}/{gname}"] = rmse(x, ref)
+        # the one call: fitted on calibration noise only, chosen on a held-out part of it
+        tc = time.process_time()
+        cfg = search if nfe in fit_nfes else SolverSearch(
+            **{**search.__dict__, "fits": ()})
+        solver = fit_best_solver(den, (mix.dim,), nfe, config=cfg, x_cal=cal, reference=cal_ref,
+                                 t_start=1.0, generator=torch.Generator().manual_seed(nfe),
+                                 disable=True)
+        one = rmse(solver.sample(den, noise, disable=True), ref)
+        entry["polydiff"]["one_call"] = one
+        entry["one_call"] = {
+            "rmse": one, "choice": solver.meta["choice"], "cpu_s": time.process_time() - tc,
+            "bespoke_fitted": bool(cfg.fits), "best_generic": solver.meta["best_generic"],
+            "held_out_rmse": {k: v for k, v in solver.meta["held_out_rmse"].items()
+                              if k == solver.meta["choice"] or k.startswith("bespoke")
+                              or k == solver.meta["best_generic"]},
+            "grid": solver.grid.tolist()}
+        for name, (cls_name, kw) in diffusers_configs().items():
+            sched = make_scheduler(cls_name, kw)
+            x, used = run_diffusers(sched, eps_model, noise32, diffusers_steps(cls_name, nfe))
+            if used > nfe:
+                raise RuntimeError(f"{name} used {used} > {nfe} evaluations")
+            entry["diffusers"][name] = rmse(x, ref)
+        pb = min(entry["polydiff"].items(), key=lambda kv: kv[1])
+        gen = min(((k, v) for k, v in entry["polydiff"].items() if k != "one_call"),
+                  key=lambda kv: kv[1])
+        fixed = min(((k, v) for k, v in entry["polydiff"].items()
+                     if k != "one_call" and not k.endswith("/gits")), key=lambda kv: kv[1])
+        db = min(entry["diffusers"].items(), key=lambda kv: kv[1])
+        entry["polydiff_best"] = {"sampler": pb[0], "rmse": pb[1]}
+        entry["polydiff_best_training_free"] = {"sampler": gen[0], "rmse": gen[1]}
+        entry["polydiff_best_fixed_grid"] = {"sampler": fixed[0], "rmse": fixed[1]}
+        entry["diffusers_best"] = {"scheduler": db[0], "rmse": db[1]}
+        entry["ratio"] = {"best": pb[1] / db[1], "generic": gen[1] / db[1],
+                          "fixed_grid": fixed[1] / db[1], "one_call": one / db[1]}
+        out[str(nfe)] = entry
+        r = entry["ratio"]
+        log(f"  NFE {nfe:>2}: diffusers {db[0]:<15} {db[1]:.3e} | best {pb[0]:<22} "
+            f"{r['best']:.2f} | generic {gen[0]:<22} {r['generic']:.2f} | one call "
+            f"{solver.meta['choice']:<26} {r['one_call']:.2f}")
+    out["stochastic"] = stochastic(mix, process, den, eps_model, min(batch, 1024))
+    return out
 
-    for pname, mix in problems(quick).items():
-        log(f"== {pname}")
-        den: Denoiser = mix.denoiser(process)
-        g = torch.Generator().manual_seed(1234)
-        noise = torch.randn(batch, mix.dim, generator=g)
-        cal_noise = torch.randn(n_cal, mix.dim, generator=g)  # disjoint from `noise`
-        ref = reference_pf_ode(mix, process, noise.double(), 1.0)
-        cal_ref = reference_pf_ode(mix, process, cal_noise.double(), 1.0)
-        eps_model = diffusers_eps_model(mix, process)
-        per_nfe: dict = {}
-        for nfe in NFES:
-            entry: dict = {"polydiff": {}, "diffusers": {}}
-            for s in POLY_SAMPLERS:
-                steps = s.steps_for_nfe(nfe)
-                for kind in GRIDS:
-                    x = s.fn(den, noise, poly_grid(process, steps, kind), disable=True,
-                             **s.kwargs)
-                    entry["polydiff"][f"{s.name}/{kind}"] = rmse(x, ref)
-            # bespoke solvers: fitted per model and NFE on the calibration noise only; the base
-            # solver is chosen on a selection split of the calibration noise, never on `noise`
-            if nfe in bespoke_nfes:
-                t_fit = time.perf_counter()
-                n_fit = (3 * n_cal) // 4
-                fits = {}
-                for base in ("dpmpp_2m", "unipc"):
-                    solver = fit_bespoke(den, cal_noise[:n_fit].double(), nfe,
-                                         reference=cal_ref[:n_fit], t_start=1.0, base=base,
-                                         iters=bespoke_iters, lr=0.02, batch_size=512,
-                                         generator=torch.Generator().manual_seed(nfe),
-                                         disable=True)
-                    sel = rmse(solver.sample(den, cal_noise[n_fit:].double(), disable=True),
-                               cal_ref[n_fit:])
-                    fits[base] = (sel, solver)
-                base, (sel, solver) = min(fits.items(), key=lambda kv: kv[1][0])
-                fit_s = time.perf_counter() - t_fit
-                x = solver.sample(den, noise, disable=True)
-                entry["polydiff"]["bespoke"] = rmse(x, ref)
-                entry["bespoke_fit"] = {
-                    "seconds": fit_s, "fit_samples": n_fit, "selection_samples": n_cal - n_fit,
-                    "iters": bespoke_iters, "base": base,
-                    "selection_rmse": {k: v[0] for k, v in fits.items()},
-                    "grid": solver.grid.tolist()}
-            for name, (cls_name, kw) in diffusers_configs().items():
-                sched = make_scheduler(cls_name, kw)
-                x, used = run_diffusers(sched, eps_model, noise, diffusers_steps(cls_name, nfe))
-                if used > nfe:
-                    raise RuntimeError(f"{name} used {used} > {nfe} evaluations")
-                entry["diffusers"][name] = rmse(x, ref)
-            pb = min(entry["polydiff"].items(), key=lambda kv: kv[1])
-            db = min(entry["diffusers"].items(), key=lambda kv: kv[1])
-            gen_best = min(((k, v) for k, v in entry["polydiff"].items() if k != "bespoke"),
-                           key=lambda kv: kv[1])
-            entry["polydiff_best"] = {"sampler": pb[0], "rmse": pb[1]}
-            entry["polydiff_best_without_calibration"] = {"sampler": gen_best[0],
-                                                          "rmse": gen_best[1]}
-            entry["diffusers_best"] = {"scheduler": db[0], "rmse": db[1]}
-            entry["ratio"] = pb[1] / db[1]
-            per_nfe[str(nfe)] = entry
-            log(f"  NFE {nfe:>2}: polydiff {pb[0]:<24} {pb[1]:.3e} | diffusers {db[0]:<16} "
-                f"{db[1]:.3e} | ratio {pb[1] / db[1]:.2f}")
-        per_nfe["stochastic"] = stochastic(mix, process, den, eps_model, batch)
-        result["problems"][pname] = per_nfe
-    return result
+
+def _run_problem(name: str, batch: int, n_cal: int, search: SolverSearch,
+                 fit_nfes: tuple[int, ...], quiet_stdout: bool) -> tuple[str, dict]:
+    """One problem (in a worker process with ``--jobs``)."""
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    prob = {p.name: p for p in PROBLEMS}[name]
+
+    def log(msg: str) -> None:
+        print(f"[{name}] {msg.strip()}", file=sys.stderr if quiet_stdout else sys.stdout,
+              flush=True)
+
+    log(f"== {name} ({prob.role})")
+    return name, evaluate_problem(prob, batch, n_cal, search, fit_nfes, log)
 
 
 def stochastic(mix: GaussianMixture, process: VPDiscrete, den: Denoiser, eps_model,
@@ -303,13 +339,13 @@ def stochastic(mix: GaussianMixture, process: VPDiscrete, den: Denoiser, eps_mod
     for nfe in (10, 20, 50):
         noise = torch.randn(batch, mix.dim, generator=torch.Generator().manual_seed(nfe))
         row = {}
-        grid = poly_grid(process, nfe, "logsnr")
-        row["polydiff/ddpm"] = sliced_w2(sample_ddpm(den, noise, grid, seed=1, disable=True),
-                                         data)
-        row["polydiff/dpmpp_2m_sde"] = sliced_w2(
-            sample_dpmpp_2m_sde(den, noise, grid, seed=1, disable=True), data)
-        row["polydiff/ddim_eta1"] = sliced_w2(
-            sample_ddim(den, noise, grid, eta=1.0, seed=1, disable=True), data)
+        for name in ("ddpm", "dpmpp_2m_sde"):
+            spec = get_sampler(name)
+            row[f"polydiff/{name}"] = sliced_w2(
+                spec.run(den, noise, spec.grid(process, nfe), seed=1, disable=True), data)
+        row["polydiff/ddim_eta1"] = sliced_w2(get_sampler("ddim").run(
+            den, noise, time_grid(process, nfe, "uniform", final_zero=True), eta=1.0, seed=1,
+            disable=True), data)
         for name, cls_name, kw in (
             ("diffusers/DDPM", "DDPMScheduler", {"timestep_spacing": "trailing"}),
             ("diffusers/SDE-DPM++2M", "DPMSolverMultistepScheduler",
@@ -324,49 +360,132 @@ def stochastic(mix: GaussianMixture, process: VPDiscrete, den: Denoiser, eps_mod
     return out
 
 
+# --------------------------------------------------------------------------- grid study
+GRID_PROCESSES = {
+    "VPDiscrete.linear": lambda: VPDiscrete.linear(1000),
+    "VPDiscrete.scaled_linear": lambda: VPDiscrete.scaled_linear(1000),
+    "VPLinear": VPLinear, "VPCosine": VPCosine, "VE": VE, "EDM": EDM,
+    "LinearInterpolant": LinearInterpolant, "TrigInterpolant": TrigInterpolant,
+}
+
+
+def grid_study(batch: int, log) -> dict:
+    """Best RMSE of DPM-Solver++ 2M/3M and UniPC bh1/bh2 per grid kind, process family and
+    step count on two tuning mixtures (seeds 101, 102): the evidence for ``default_grid``."""
+    mixes = [GaussianMixture.random(8, 6, seed=101), GaussianMixture.random(16, 8, seed=102)]
+    solvers = [("dpmpp_2m", {}), ("dpmpp_3m", {}), ("unipc", {}), ("unipc", {"variant": "bh1"})]
+    out: dict = {}
+    for fam, make in GRID_PROCESSES.items():
+        p = make()
+        z = p.t_zero is not None
+        rows: dict[str, dict[str, list[float]]] = {}
+        for mix in mixes:
+            x = p.prior_sample((batch, mix.dim), generator=torch.Generator().manual_seed(0),
+                               dtype=torch.float64)
+            ref = reference_pf_ode(mix, p, x, p.t_max, None if z else p.t_min, rtol=1e-10,
+                                   atol=1e-10)
+            den = mix.denoiser(p)
+            for n in (5, 10, 20):
+                grids = {k + ("+zero" if z else ""): time_grid(p, n, k, final_zero=z)
+                         for k in ("logsnr", "edm", "quadratic")}
+                if z:
+                    grids["uniform-to-zero"] = time_grid(p, n, "uniform", t_end=p.t_zero)
+                else:
+                    grids["uniform"] = time_grid(p, n, "uniform")
+                grids["default (flow)"] = default_grid(p, n)
+                for gk, ts in grids.items():
+                    best = min(rmse(get_sampler(s).fn(den, x, ts, disable=True, **kw), ref)
+                               for s, kw in solvers)
+                    rows.setdefault(gk, {}).setdefault(str(n), []).append(best)
+        geo = {gk: math.exp(sum(math.log(v) for vs in d.values() for v in vs)
+                            / sum(len(vs) for vs in d.values())) for gk, d in rows.items()}
+        out[fam] = {"rmse": rows, "geomean": geo}
+        top = min(geo, key=geo.__getitem__)
+        log(f"{fam:26s} " + "  ".join(f"{k} {v:.3f}" for k, v in geo.items()) + f"  -> {top}")
+    return out
+
+
+def machine() -> dict:
+    return {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "note": "shared CPU machine (2 cores, other jobs running): wall times are "
+                    "inflated; cpu_s is this process's CPU time"}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--quick", action="store_true", help="3 problems, smaller batches")
+    ap.add_argument("--quick", action="store_true", help="2 problems, smaller batches")
+    ap.add_argument("--grids", action="store_true",
+                    help="measure grid kinds per process family instead")
+    ap.add_argument("--problems", type=str, default=None,
+                    help="comma-separated problem names (default: all)")
     ap.add_argument("--batch", type=int, default=None,
-                    help="evaluation batch (default 1024; quick 256)")
-    ap.add_argument("--out", type=str, default=None, help="also write the JSON to this file")
-    ap.add_argument("--no-bespoke", action="store_true", help="skip fitting bespoke solvers")
+                    help="evaluation batch (default 2048; quick 512)")
     ap.add_argument("--cal", type=int, default=None,
-                    help="calibration samples for bespoke solvers (default 2048; quick 1024)")
+                    help="calibration samples (default: SolverSearch's 2048; quick 768)")
     ap.add_argument("--iters", type=int, default=None,
-                    help="Adam iterations per bespoke fit (default 400; quick 200)")
+                    help="Adam iterations per bespoke fit (default: SolverSearch's)")
+    ap.add_argument("--out", type=str, default=None, help="also write the JSON to this file")
+    ap.add_argument("--no-bespoke", action="store_true", help="training-free only")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="problems evaluated in parallel processes (default 1)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    batch = args.batch or (256 if args.quick else 1024)
+    torch.set_num_threads(1)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    t0 = time.time()
-    res = evaluate(args.quick, batch, log, () if args.no_bespoke else (5, 10),
-                   args.cal or (1024 if args.quick else 2048),
-                   args.iters or (200 if args.quick else 400))
-    res["overhead_us_per_step"] = overhead(VPDiscrete.linear(N_TRAIN), 64, 256, repeats=5)
-    ov = res["overhead_us_per_step"]
-    log("per-step overhead (us, free model): polydiff "
-        + ", ".join(f"{k} {v:.0f}" for k, v in ov["polydiff"].items()) + " | diffusers "
-        + ", ".join(f"{k} {v:.0f}" for k, v in ov["diffusers"].items()))
-    targets = {}
-    for pname, per in res["problems"].items():
-        for nfe in ("5", "10"):
-            targets[f"{pname}/nfe{nfe}"] = per[nfe]["ratio"] <= 0.5
-    res["target_half_error_at_nfe5_nfe10"] = {"met": all(targets.values()), "cases": targets}
-    res["seconds"] = time.time() - t0
-    res["torch"] = torch.__version__
-    try:
-        import diffusers
+    t0, c0 = time.time(), time.process_time()
+    if args.grids:
+        res: dict = {"grid_study": grid_study(args.batch or 256, log)}
+    else:
+        search = SolverSearch()
+        if args.quick:
+            search = SolverSearch(calibration=1024, iters=150)
+        if args.iters is not None:
+            search = SolverSearch(**{**search.__dict__, "iters": args.iters})
+        n_cal = args.cal or search.calibration
+        batch = args.batch or (512 if args.quick else 2048)
+        names = args.problems.split(",") if args.problems else \
+            (QUICK if args.quick else [p.name for p in PROBLEMS])
+        fit_nfes = () if args.no_bespoke else (5, 10)
+        res = {"process": "VPDiscrete.linear(1000) (DDPM betas 1e-4..0.02)", "t_start": 1.0,
+               "batch": batch, "calibration": n_cal, "nfes": list(NFES),
+               "search": {k: list(v) if isinstance(v, tuple) else v
+                          for k, v in search.__dict__.items()},
+               "bespoke_nfes": list(fit_nfes), "problems": {}}
+        jobs = [(name, batch, n_cal, search, fit_nfes, args.json) for name in names]
+        if args.jobs > 1:
+            import multiprocessing as mp
 
-        res["diffusers"] = diffusers.__version__
-    except ImportError:  # pragma: no cover
-        pass
+            with mp.get_context("spawn").Pool(min(args.jobs, len(jobs))) as pool:
+                done = dict(pool.starmap(_run_problem, jobs))
+        else:
+            done = dict(_run_problem(*job) for job in jobs)
+        res["problems"] = {name: done[name] for name in names}
+        res["overhead_us_per_step"] = overhead(VPDiscrete.linear(N_TRAIN), 64, 256, repeats=5)
+        targets: dict = {"nfe5_nfe10_at_most_0.5": {}, "nfe20_nfe50_at_most_1.0": {}}
+        for pname, per in res["problems"].items():
+            for nfe in ("5", "10", "20", "50"):
+                key, bound = (("nfe5_nfe10_at_most_0.5", 0.5) if nfe in ("5", "10")
+                              else ("nfe20_nfe50_at_most_1.0", 1.0))
+                targets[key][f"{pname}/{nfe}"] = per[nfe]["ratio"]["best"] <= bound
+        res["targets"] = {k: {"met": all(v.values()), "cases": v} for k, v in targets.items()}
+        try:
+            import diffusers
+
+            res["diffusers"] = diffusers.__version__
+        except ImportError:  # pragma: no cover
+            pass
+    import resource
+
+    res["machine"] = machine()
+    res["wall_s"] = time.time() - t0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res["cpu_s"] = time.process_time() - c0 + kids.ru_utime + kids.ru_stime
     text = json.dumps(res, indent=None if args.json else 1, default=float)
     if args.out:
         with open(args.out + ".tmp", "w") as fh:
@@ -374,10 +493,11 @@ def main(argv: list[str] | None = None) -> int:
         os.replace(args.out + ".tmp", args.out)
     if args.json:
         print(text)
-    else:
-        log(f"target (polydiff best <= 0.5 x diffusers best at NFE 5 and 10): "
-            f"{'met' if res['target_half_error_at_nfe5_nfe10']['met'] else 'NOT met'}; "
-            f"{sum(targets.values())}/{len(targets)} cases; {res['seconds']:.0f} s")
+    elif not args.grids:
+        for k, v in res["targets"].items():
+            log(f"target {k}: {'met' if v['met'] else 'NOT met'} "
+                f"({sum(v['cases'].values())}/{len(v['cases'])} cases)")
+        log(f"{res['cpu_s'] / 60:.1f} CPU minutes, {res['wall_s'] / 60:.1f} wall minutes")
     return 0
 
 

@@ -53,7 +53,7 @@ def test_init_is_base_solver(base, process, steps, final_zero):
     den = mix.denoiser(process)
     x = _noise(32, 2, 0)
     sol = fit_bespoke(den, x, steps, reference=torch.zeros_like(x), t_start=1.0,
-                      final_zero=final_zero, base=base, iters=0, disable=True)
+                      final_zero=final_zero, base=base, init="logsnr", iters=0, disable=True)
     assert sol.steps == steps and sol.grid.numel() == steps + 1
     out = sample_bespoke(den, x, sol, disable=True)
     ref = BASE_SAMPLERS[base](den, x, sol.grid, disable=True)
@@ -110,6 +110,7 @@ def gmm_fit():
     ref_val = reference_pf_ode(mix, process, x_val, 1.0)
     losses: list[float] = []
     sol = fit_bespoke(den, x_cal, 5, reference=ref_cal, t_start=1.0, iters=120, lr=3e-2,
+                      init="logsnr", batch_size=None,
                       callback=lambda d: losses.append(d["loss"]), disable=True)
     return process, den, sol, x_val, ref_val, losses
 
@@ -198,7 +199,8 @@ def test_centred_process():
 
     (x, y, ref), (xv, yv, refv) = batch(128, 0), batch(256, 1)
     kw = {"reference": ref, "cond": {"y": y}, "t_start": t0, "t_end": t1,
-          "final_zero": False, "lr": 3e-2, "disable": True}
+          "final_zero": False, "lr": 3e-2, "init": "logsnr", "batch_size": None,
+          "disable": True}
     init = fit_bespoke(den, x, 3, iters=0, **kw)
     grid = time_grid(process, 3, "logsnr", t_start=t0, t_end=t1)
     base_out = sample_dpmpp_2m(den, xv, grid, cond={"y": yv}, disable=True)

@@ -253,6 +253,6 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError, match="dimensions"):
         forecast(den, np.zeros((2, 3, C)), H)
     with pytest.raises(ValueError, match="unknown sampler"):
-        forecast(den, np.zeros((1, C)), H, sampler="euler")  # type: ignore[arg-type]
+        forecast(den, np.zeros((1, C)), H, sampler="magic")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="quantile levels"):
         sample_quantile_levels(3, [0.5, 1.0])

@@ -68,7 +68,7 @@ def test_synthesize_is_deterministic_and_shapes() -> None:
     ddim = synthesize(den, 6, L, sampler="ddim", steps=10, seed=3, dtype=F64)
     assert ddim.shape == (6, L)
     with pytest.raises(ValueError, match="unknown sampler"):
-        synthesize(den, 2, L, sampler="heun")  # type: ignore[arg-type]
+        synthesize(den, 2, L, sampler="magic")  # type: ignore[arg-type]
 
 
 def test_linear_predictive_score_of_exact_samples_matches_real_data() -> None:

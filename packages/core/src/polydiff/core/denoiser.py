@@ -31,6 +31,21 @@ class Denoiser(nn.Module):
     def x0_eps(self, x: Tensor, t: Tensor, **cond: Any) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    @staticmethod
+    def from_x0(fn: Callable[..., Tensor], process: GaussianProcess) -> ModelDenoiser:
+        """A denoiser from a plain function ``fn(x, t, **cond) -> x0`` (the clean-data
+        estimate at per-sample process time ``t``, shape ``(B,)``, in ``x``'s dtype); the
+        noise estimate is derived from it. Shorthand for
+        ``ModelDenoiser(fn, process, "sample")``."""
+        return ModelDenoiser(fn, process, "sample")
+
+    @staticmethod
+    def from_eps(fn: Callable[..., Tensor], process: GaussianProcess) -> ModelDenoiser:
+        """A denoiser from a plain function ``fn(x, t, **cond) -> eps`` (the noise estimate
+        at per-sample process time ``t``); shorthand for ``ModelDenoiser(fn, process,
+        "epsilon")``."""
+        return ModelDenoiser(fn, process, "epsilon")
+
     def center(self, cond: dict[str, Any]) -> Tensor | None:
         """The process centre (the condition ``y`` of mean-reverting processes) or ``None``."""
         return self.process.center(cond)

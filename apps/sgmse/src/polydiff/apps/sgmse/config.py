@@ -25,13 +25,14 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from polydiff.core.samplers.registry import sampler_names
+
 __all__ = ["ENHANCE_FILE", "SAMPLER_NAMES", "TRAIN_FILE", "EnhanceSettings", "TrainSettings",
            "parse_table"]
 
-#: The samplers of :data:`polydiff.speech.sgmse.enhance.SAMPLERS` (kept here so that
-#: ``--help`` does not import torch; a test checks that both lists agree).
-SAMPLER_NAMES: tuple[str, ...] = ("pc", "em", "ode", "euler", "heun", "ddim", "dpmpp_2m",
-                                  "dpmpp_3m", "dpmpp_2m_sde", "unipc")
+#: The samplers of core's registry (:mod:`polydiff.core.samplers.registry`, standard library
+#: only, so ``--help`` does not import torch), which ``sgmse enhance`` dispatches through.
+SAMPLER_NAMES: tuple[str, ...] = sampler_names()
 #: File names of the saved settings.
 TRAIN_FILE = "sgmse.toml"
 ENHANCE_FILE = "sgmse-enhance.toml"
@@ -119,8 +120,7 @@ class EnhanceSettings:
         device: ``auto``, ``cpu``, ``cuda``...; seed: sampling noise (file k uses seed + k).
     """
 
-    sampler: Literal["pc", "em", "ode", "euler", "heun", "ddim", "dpmpp_2m", "dpmpp_3m",
-                     "dpmpp_2m_sde", "unipc"] = "pc"
+    sampler: str = "pc"  # one of SAMPLER_NAMES
     steps: int = 30
     snr: float = 0.5
     corrector_steps: int = 1
@@ -130,6 +130,9 @@ class EnhanceSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.sampler not in SAMPLER_NAMES:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose from "
+                             f"{', '.join(SAMPLER_NAMES)}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.corrector_steps < 0:

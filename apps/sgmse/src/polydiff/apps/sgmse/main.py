@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from polydiff.core.cli import run_cli
+from polydiff.core.samplers.registry import sampler_names
 
 __all__ = ["PROG", "build_parser", "main"]
 
@@ -98,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="DIR",
                    help="a run folder of 'sgmse train' or its model/ folder")
     p.add_argument("--sampler", metavar="NAME",
-                   help="pc (default), ode, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc, ddim, "
-                   "euler, heun, em")
+                   help="pc (default) or another sampler of core's registry: "
+                   + ", ".join(n for n in sampler_names() if n != "pc"))
     p.add_argument("--steps", type=int, metavar="N", help="reverse steps (default: 30)")
     p.add_argument("--snr", type=float, metavar="R", help="PC corrector step size r (0.5)")
     p.add_argument("--corrector-steps", type=int, metavar="K",

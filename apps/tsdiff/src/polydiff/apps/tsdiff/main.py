@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from polydiff.core.cli import add_config_args, run_cli
+from polydiff.core.samplers.registry import sampler_names
 
 __all__ = ["build_parser", "main"]
 
@@ -64,8 +65,9 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--spread", type=float, default=None,
                    help="recalibration factor of the samples' spread around their median "
                    "(default: the table's for the frequency)")
-    g.add_argument("--sampler", choices=("ddim", "ddpm"), default=None,
-                   help="guided DDIM or DDPM ancestral sampling (default: ddim)")
+    g.add_argument("--sampler", choices=sampler_names(), default=None, metavar="NAME",
+                   help="ddim (guided DDIM, the default), ddpm (ancestral), or another "
+                   "sampler of core's registry: " + ", ".join(sampler_names()))
     g.add_argument("--steps", type=int, default=None, metavar="N",
                    help="sampler steps (default: 20 for ddim, the model's 100 for ddpm)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
@@ -161,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="windows to draw (default: %(default)s)")
     p.add_argument("-o", "--output", metavar="FILE", required=True, help="output .csv/.parquet")
     _data_args(p, required=False)
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
+    p.add_argument("--sampler", choices=sampler_names(), default="ddpm", metavar="NAME",
+                   help="a sampler of core's registry (default: %(default)s)")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="sampler steps")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -35,8 +35,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -46,15 +45,8 @@ from polydiff.core.denoiser import Denoiser, ModelDenoiser
 from polydiff.core.grids import time_grid
 from polydiff.core.param import to_x0_eps
 from polydiff.core.processes.vp import VPDiscrete, betas_for_alpha_bar
-from polydiff.core.samplers.dpmsolver import (
-    dpmpp_stepper,
-    sample_dpmpp_2m,
-    sample_dpmpp_2m_sde,
-    sample_dpmpp_3m,
-)
-from polydiff.core.samplers.ode import ddim_stepper, sample_ddim
+from polydiff.core.samplers.registry import get_sampler, stepper_names
 from polydiff.core.samplers.stepper import Stepper
-from polydiff.core.samplers.unipc import sample_unipc, unipc_stepper
 from polydiff.core.shapes import append_dims
 
 __all__ = [
@@ -63,17 +55,11 @@ __all__ = [
     "unet_state_dict_from_diffusers",
 ]  # and PolydiffScheduler, built lazily by the module __getattr__ (needs diffusers)
 
-#: Solvers of :class:`PolydiffScheduler` (one network evaluation per step each).
-SOLVERS: tuple[str, ...] = ("dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "ddim", "unipc")
-#: Each solver's sampler function and its stepper constructor ``(alphas, sigmas, **hyper)``,
-#: taking the same hyperparameters.
-_SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "dpmpp_2m": sample_dpmpp_2m, "dpmpp_3m": sample_dpmpp_3m,
-    "dpmpp_2m_sde": sample_dpmpp_2m_sde, "ddim": sample_ddim, "unipc": sample_unipc}
-_STEPPERS: dict[str, Callable[..., Stepper]] = {
-    "dpmpp_2m": partial(dpmpp_stepper, order=2), "dpmpp_3m": partial(dpmpp_stepper, order=3),
-    "dpmpp_2m_sde": partial(dpmpp_stepper, order=2, eta=1.0), "ddim": ddim_stepper,
-    "unipc": unipc_stepper}
+#: Solvers of :class:`PolydiffScheduler`: the samplers of the registry
+#: (:mod:`polydiff.core.samplers.registry`) with a one-step stepper (one network evaluation
+#: per step each); each entry gives the sampler function and its stepper constructor
+#: ``(alphas, sigmas, **hyper)``, taking the same hyperparameters.
+SOLVERS: tuple[str, ...] = stepper_names()
 _PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
@@ -244,7 +230,7 @@ def make_stepper(solver: str, process: Any, times: Tensor, **hyper: Any) -> Step
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
-    return _STEPPERS[solver](process.alpha(times), process.sigma(times), **hyper)
+    return get_sampler(solver).make_stepper(process.alpha(times), process.sigma(times), **hyper)
 
 
 def _scheduler_class() -> type:
@@ -419,7 +405,7 @@ def _scheduler_class() -> type:
             diffusers loop with :meth:`step` reproduces)."""
             if self.times is None:
                 raise ValueError("call set_timesteps(...) first")
-            fn = _SAMPLERS[self.config.solver]
+            fn = get_sampler(self.config.solver).fn
             kw = self._hyper()
             if self.config.solver in ("ddim", "dpmpp_2m_sde"):
                 kw["generator"] = generator

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from polydiff.core.denoiser import Denoiser
+from polydiff.core.grids import check_grid
 
 __all__ = ["Callback", "Sampling", "make_generator"]
 
@@ -60,8 +61,7 @@ class Sampling:
             raise TypeError("samplers take a polydiff Denoiser; wrap networks with "
                             "polydiff.core.denoiser.ModelDenoiser")
         ts = torch.as_tensor(ts)
-        if ts.ndim != 1 or ts.numel() < 2:
-            raise ValueError("ts must be a 1-d grid of at least 2 times")
+        check_grid(denoiser.process, ts)
         self.denoiser = denoiser
         self.process = denoiser.process
         self.cond = dict(cond or {})

@@ -48,9 +48,11 @@ from polydiff.core.denoiser import Denoiser
 from polydiff.core.grids import time_grid
 from polydiff.core.samplers._common import Callback, Sampling
 from polydiff.core.samplers.dpmsolver import LOWER_ORDER_FINAL_STEPS
+from polydiff.core.shapes import append_dims
 from polydiff.core.utils import progress
 
-__all__ = ["BASES", "BespokeSolver", "base_coefficients", "fit_bespoke", "sample_bespoke"]
+__all__ = ["BASES", "GENERIC", "SEARCH_GRIDS", "BespokeSolver", "SolverSearch", "base_coefficients",
+           "fit_bespoke", "fit_best_solver", "sample_bespoke", "search_grid"]
 
 BASES = ("ddim", "dpmpp_2m", "unipc")
 _F64 = torch.float64
@@ -244,6 +246,29 @@ def _rollout(s: Sampling, times: Tensor, a: Tensor | list[float], b: Tensor | li
     return z
 
 
+class _Probe(Denoiser):
+    """A linear probe: its ``k``-th call returns the unit vector ``e_{k+1}`` as the estimate
+    (``BespokeSolver.from_sampler``)."""
+
+    def __init__(self, process: Any, n: int):
+        super().__init__(process)
+        self.n, self.calls = n, 0
+        self.inputs: list[Tensor] = []
+
+    def x0_eps(self, x: Tensor, t: Tensor, **cond: Any) -> tuple[Tensor, Tensor]:
+        self.inputs.append(x.detach().clone())
+        x0 = torch.zeros_like(x)
+        if self.calls < self.n:
+            x0[:, self.calls + 1] = 1.0
+        self.calls += 1
+        a = append_dims(self.process.alpha(t).to(x.dtype), x)
+        sg = append_dims(self.process.sigma(t).to(x.dtype), x)
+        return x0, (x - a * x0) / sg
+
+    def center(self, cond: dict[str, Any]) -> Tensor | None:
+        return None  # solver coefficients do not depend on the centre
+
+
 @dataclass
 class BespokeSolver:
     """A fitted bespoke solver: ``z_{i+1} = a_i z_0 + sum_{j <= i} b_ij D_j`` on ``times``
@@ -289,6 +314,41 @@ class BespokeSolver:
         z = _rollout(s, s.ts, self.a.tolist(), self.b.tolist(), disable)
         return s.finish(z).to(x.dtype)
 
+    @classmethod
+    def from_sampler(cls, sampler: str | Callable[..., Tensor], process: Any, ts: Tensor,
+                     meta: dict[str, Any] | None = None, **hyper: Any) -> BespokeSolver:
+        """The exact :class:`BespokeSolver` form of a classical one-evaluation-per-step
+        sampler on the grid ``ts`` (a registry name or a sampler function, with its
+        hyperparameters): any such solver that is linear in the state and the denoised
+        estimates (DDIM, DPM-Solver++ 2M/3M, UniPC, iPNDM, Euler) is ``z_{i+1} = a_i z_0 +
+        sum_j b_ij D_j`` on its grid, ``z_{i+1}`` being where it evaluates the denoiser next
+        (and its output for ``i = n - 1``). The coefficients are read off by running it once
+        on a probe denoiser whose ``j``-th estimate is the ``j``-th unit vector."""
+        if isinstance(sampler, str):
+            from polydiff.core.samplers.registry import get_sampler
+
+            spec = get_sampler(sampler)
+            fn, hyper = spec.fn, {**spec.defaults, **hyper}
+            name = sampler
+        else:
+            fn, name = sampler, getattr(sampler, "__name__", "sampler")
+        ts = torch.as_tensor(ts, dtype=_F64).detach().cpu().flatten()
+        n = ts.numel() - 1
+        probe = _Probe(process, n)
+        x = torch.zeros(1, n + 1, dtype=_F64)
+        x[0, 0] = 1.0
+        out = fn(probe, x, ts, disable=True, **hyper)
+        # the states where the denoiser was evaluated after the start, then the output
+        rows = [v[0] for v in probe.inputs[1:]] + [out[0].to(_F64)]
+        if probe.calls != n:
+            raise ValueError(f"{name} made {probe.calls} denoiser calls on {n} steps: only "
+                             "one-evaluation-per-step samplers have a bespoke form")
+        mat = torch.stack(rows)
+        a, b = mat[:, 0], mat[:, 1:]
+        if bool((torch.triu(b, diagonal=1).abs() > 0).any()):
+            raise ValueError(f"{name} is not a one-evaluation-per-step linear multistep method")
+        return cls(ts, a, b, {"base": name, "steps": n, "generic": True, **(meta or {})})
+
     def to_dict(self) -> dict[str, Any]:
         return {"format": "polydiff.bespoke/1", "times": self.times.tolist(),
                 "a": self.a.tolist(), "b": self.b.tolist(), "meta": self.meta}
@@ -312,13 +372,31 @@ class BespokeSolver:
 
 
 @torch.no_grad()
-def sample_bespoke(denoiser: Denoiser, x: Tensor, solver: BespokeSolver, *,
-                   cond: dict[str, Any] | None = None, callback: Callback | None = None,
-                   disable: bool | None = None) -> Tensor:
+def sample_bespoke(denoiser: Denoiser, x: Tensor, ts: Tensor | BespokeSolver | None = None, *,
+                   solver: BespokeSolver | None = None, cond: dict[str, Any] | None = None,
+                   callback: Callback | None = None, disable: bool | None = None) -> Tensor:
     """Sample with a fitted :class:`BespokeSolver` (Shaul et al. 2024, "Bespoke Non-Stationary
     Solvers for Fast Sampling of Diffusion and Flow Models"): ``x`` is the batch at
     ``solver.grid[0]``; one denoiser call per step (NFE = ``solver.steps``), in ``x``'s dtype.
-    The grid is the solver's own (it is part of what was learned)."""
+
+    The surface of the other samplers: ``sample_bespoke(denoiser, x, solver.grid,
+    solver=solver)``. The grid is the solver's own (it is part of what was learned): ``ts``
+    may be omitted and, if given, must equal it. ``sample_bespoke(denoiser, x, solver)``
+    (the solver in place of ``ts``) also works.
+    """
+    if isinstance(ts, BespokeSolver):
+        if solver is not None and solver is not ts:
+            raise ValueError("give the bespoke solver once (as ts or as solver=)")
+        ts, solver = None, ts
+    if solver is None:
+        raise ValueError("sample_bespoke needs solver=<a fitted BespokeSolver> "
+                         "(fit_best_solver or fit_bespoke)")
+    if ts is not None:
+        ts = torch.as_tensor(ts, dtype=_F64).detach().cpu().flatten()
+        if ts.shape != solver.times.shape or not torch.allclose(ts, solver.times, rtol=0,
+                                                                atol=1e-12):
+            raise ValueError(f"ts {ts.tolist()} is not this bespoke solver's grid "
+                             f"{solver.times.tolist()}: pass solver.grid or omit ts")
     return solver.sample(denoiser, x, cond=cond, callback=callback, disable=disable)
 
 
@@ -359,6 +437,15 @@ def _init_grid(process: Any, steps: int, t_start: float, t_end: float | None, ze
             raise ValueError(f"an explicit initial grid needs {steps + 1} times from t_start = "
                              f"{t_start} to {last}")
         return grid
+    if init == "default":
+        from polydiff.core.grids import default_grid
+
+        t_low = float(process.t_min if (zero_end or t_end is None) else t_end)
+        grid = (default_grid(process, steps, t_start=t_start) if zero_end else
+                time_grid(process, steps, "flow", t_start=t_start, t_end=t_end))
+        if steps == 1 or bool((grid[1:-1] > t_low).all()):
+            return grid
+        init = "logsnr"  # so many steps that the flow grid reaches below t_min
     grid = time_grid(process, steps, init, t_start=t_start, t_end=t_end, final_zero=zero_end)
     if zero_end and steps > 1:
         s_hi, s_lo = _log_st(process, t_start), _log_st(process, process.t_min)
@@ -371,9 +458,9 @@ def _init_grid(process: Any, steps: int, t_start: float, t_end: float | None, ze
 def fit_bespoke(denoiser: Denoiser, x_cal: Tensor, steps: int, *,
                 reference: Tensor | None = None, cond: dict[str, Any] | None = None,
                 t_start: float | None = None, t_end: float | None = None,
-                final_zero: bool = True, base: str = "dpmpp_2m", init: str | Tensor = "logsnr",
-                iters: int = 300, lr: float = 1e-2, lr_times: float | None = None,
-                loss: str = "rmse", batch_size: int | None = None, val_fraction: float = 0.0,
+                final_zero: bool = True, base: str = "dpmpp_2m", init: str | Tensor = "default",
+                iters: int = 400, lr: float = 0.02, lr_times: float | None = None,
+                loss: str = "rmse", batch_size: int | None = 512, val_fraction: float = 0.0,
                 patience: int | None = None, eval_every: int | None = None,
                 weight_decay: float = 0.0, importance: bool = False, learn_times: bool = True,
                 learn_coefficients: bool = True, slack: float = 0.05,
@@ -383,7 +470,9 @@ def fit_bespoke(denoiser: Denoiser, x_cal: Tensor, steps: int, *,
     """Fit a bespoke non-stationary solver of ``steps`` steps to ``denoiser`` (Shaul et al.
     2024, "Bespoke Non-Stationary Solvers for Fast Sampling of Diffusion and Flow Models").
 
-    Minimises the RMS (``loss="rmse"``) or mean-square (``"mse"``) error of the solver's output
+    Minimises the RMS (``loss="rmse"``), mean-square (``"mse"``) or mean per-sample RMS
+    (``"l2"``: robust to the few samples a few-step solver sends to another mode) error of the
+    solver's output
     against accurate endpoints of the probability-flow ODE on the calibration batch ``x_cal``
     (noise at ``t_start``) with Adam, differentiating through the denoiser (which must be
     differentiable in its input and time; use float64 for exact test beds), and returns the
@@ -401,10 +490,12 @@ def fit_bespoke(denoiser: Denoiser, x_cal: Tensor, steps: int, *,
             ``(t_min, t_start)``, or ``(t_end, t_start)`` without it).
         base: the solver it starts from and whose coefficients the learned ones are a
             residual over: ``"ddim"``, ``"dpmpp_2m"`` or ``"unipc"``.
-        init: the starting grid kind of :func:`time_grid` or an explicit grid.
+        init: the starting grid: ``"default"`` (:func:`~polydiff.core.grids.default_grid`),
+            another kind of :func:`time_grid` or an explicit grid. The defaults of ``init``,
+            ``iters``, ``lr`` and ``batch_size`` are :func:`fit_best_solver`'s (the bench's).
         iters, lr, lr_times: Adam iterations and learning rates (coefficients; time logits,
             default ``2 * lr``), with cosine decay to 1% over ``iters``.
-        batch_size: mini-batch size (default: the whole calibration batch). With mini-batches
+        batch_size: mini-batch size (``None``: the whole calibration batch). With mini-batches
             or a validation split the selection loss is evaluated every ``eval_every``
             iterations (default ``iters // 30``), else at every iteration for free.
         val_fraction, patience: hold out this fraction of ``x_cal`` to choose the best
@@ -422,8 +513,8 @@ def fit_bespoke(denoiser: Denoiser, x_cal: Tensor, steps: int, *,
             (``selection``: the selection loss where it was evaluated, else ``None``).
         disable: progress bar (tqdm), as for the samplers.
     """
-    if loss not in ("rmse", "mse"):
-        raise ValueError(f"loss must be 'rmse' or 'mse', got {loss!r}")
+    if loss not in ("rmse", "mse", "l2"):
+        raise ValueError(f"loss must be 'rmse', 'mse' or 'l2', got {loss!r}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     p = denoiser.process
@@ -451,7 +542,8 @@ def fit_bespoke(denoiser: Denoiser, x_cal: Tensor, steps: int, *,
             s = Sampling(denoiser, x, times.detach(), sub)
             z = _rollout(s, times, a, b)
             per = (z - target[idx]).pow(2).reshape(idx.numel(), -1).mean(1)
-            err = per.mean() if weights is None else (per * weights).mean()
+            term = per.sqrt() if loss == "l2" else per
+            err = term.mean() if weights is None else (term * weights).mean()
         return (err.sqrt() if loss == "rmse" else err), per.detach()
 
     groups = []
@@ -460,7 +552,8 @@ def fit_bespoke(denoiser: Denoiser, x_cal: Tensor, steps: int, *,
                        "weight_decay": weight_decay})
     if learn_times and steps > 1:
         groups.append({"params": [params.theta], "lr": 2 * lr if lr_times is None else lr_times})
-    init_loss = float(run(tr_idx, False)[0])
+    init_value, init_per = run(tr_idx, False)
+    init_loss, init_rmse = float(init_value), math.sqrt(float(init_per.mean()))
     if not (groups and iters > 0):
         iters = 0
     bs = tr_idx.numel() if batch_size is None else min(batch_size, tr_idx.numel())
@@ -518,10 +611,239 @@ def fit_bespoke(denoiser: Denoiser, x_cal: Tensor, steps: int, *,
     params.load_state_dict(best_state)
     with torch.no_grad():
         times, a, b = params.solver()
-    final = float(run(tr_idx, False)[0])
+    final_value, final_per = run(tr_idx, False)
+    final, final_rmse = float(final_value), math.sqrt(float(final_per.mean()))
     meta = {"base": base, "steps": steps, "final_zero": zero_end, "t_start": t0,
             "process": type(p).__name__, "loss": loss, "iters": iters,
-            "calibration_rmse_init": init_loss if loss == "rmse" else math.sqrt(init_loss),
-            "calibration_rmse": final if loss == "rmse" else math.sqrt(final),
+            "calibration_loss_init": init_loss, "calibration_loss": final,
+            "calibration_rmse_init": init_rmse, "calibration_rmse": final_rmse,
             "calibration_size": int(tr_idx.numel()), "validation_size": int(n_val)}
     return BespokeSolver(times, a, b, meta)
+
+
+# --------------------------------------------------------------------------- one call
+#: Training-free candidates of :func:`fit_best_solver`: name -> (registry name, hyperparameters).
+GENERIC: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("ddim", {}),
+    "dpmpp_2m": ("dpmpp_2m", {}),
+    "dpmpp_3m": ("dpmpp_3m", {}),
+    "unipc": ("unipc", {}),
+    "unipc_bh1": ("unipc", {"variant": "bh1"}),
+    "ipndm": ("ipndm", {}),
+    "ipndm3": ("ipndm", {"order": 3}),
+}
+#: Grid kinds :func:`fit_best_solver` tries (see :func:`search_grid`).
+SEARCH_GRIDS = ("flow", "uniform", "logsnr", "edm", "gits")
+
+
+@dataclass
+class SolverSearch:
+    """What :func:`fit_best_solver` tries (defaults: what ``tools/bench/samplers.py`` uses).
+
+    Attributes:
+        calibration: noise samples drawn when no ``x_cal`` is given.
+        holdout: fraction of the calibration noise held out to choose among candidates
+            (never used for fitting).
+        generic: training-free candidates (keys of :data:`GENERIC`), each tried on every
+            grid of ``grids``.
+        grids: grid kinds (:func:`search_grid`); ``"gits"`` is fitted to the model's
+            trajectories (:func:`~polydiff.core.samplers.gits.gits_grid`).
+        shifts: the ``"flow"`` grid is also tried with these timestep shifts
+            (``"flow@<shift>"``, :func:`~polydiff.core.grids.default_grid`).
+        fits: learned candidates, each starting from its base (:data:`BASES`) on the grid
+            on which that base did best: ``"<base>"`` learns time points and coefficients
+            (the BNS solver of Shaul et al. 2024, RMSE loss); ``"<base>:times"`` learns the
+            time points only, with the base's coefficients recomputed from them (as LD3,
+            Tong et al. 2025), under the mean per-sample RMS loss, which the few samples a
+            few-step solver sends to another mode do not dominate. ``()`` keeps to
+            training-free solvers.
+        iters, lr, batch_size, weight_decay: :func:`fit_bespoke`'s optimisation (Adam; the
+            weight decay pulls the learned residual towards the base solver).
+        lr_times: Adam's learning rate for the ``":times"`` fits.
+        val_fraction: of the fitting noise, used by :func:`fit_bespoke` to choose its best
+            iterate (0: its training loss).
+        gits_samples, gits_candidates: calibration samples and candidate intervals of the
+            GITS grid.
+    """
+
+    calibration: int = 4096
+    holdout: float = 0.5
+    generic: tuple[str, ...] = ("dpmpp_2m", "dpmpp_3m", "unipc", "unipc_bh1", "ipndm",
+                                "ipndm3")
+    grids: tuple[str, ...] = SEARCH_GRIDS
+    shifts: tuple[float, ...] = (0.7, 1.2, 1.4, 1.7, 2.0, 3.0)
+    fits: tuple[str, ...] = ("unipc",)
+    iters: int = 400
+    lr: float = 0.02
+    lr_times: float = 0.005
+    batch_size: int | None = 512
+    weight_decay: float = 0.0
+    val_fraction: float = 0.0
+    gits_samples: int = 256
+    gits_candidates: int = 100
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.holdout < 1.0:
+            raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
+        for g in self.generic:
+            if g not in GENERIC:
+                raise ValueError(f"unknown generic solver {g!r}; expected some of "
+                                 f"{tuple(GENERIC)}")
+        for g in self.grids:
+            if g not in SEARCH_GRIDS:
+                raise ValueError(f"unknown grid {g!r}; expected some of {SEARCH_GRIDS}")
+        for f in self.fits:
+            base, _, mode = f.partition(":")
+            if base not in BASES or mode not in ("", "times"):
+                raise ValueError(f"unknown fit {f!r}: expected '<base>' or '<base>:times' "
+                                 f"with a base of {BASES}")
+        if any(not (v > 0 and math.isfinite(v)) for v in self.shifts):
+            raise ValueError(f"shifts must be positive, got {self.shifts}")
+        if not (self.generic and self.grids) and not self.fits:
+            raise ValueError("nothing to search: give generic solvers and grids, or fits")
+
+
+def search_grid(kind: str, process: Any, steps: int, t_start: float) -> Tensor:
+    """The grids :func:`fit_best_solver` tries, all ending at ``sigma = 0`` (``t_min``
+    without a zero-noise time): ``"flow"`` (:func:`~polydiff.core.grids.default_grid`;
+    ``"flow@2"``: with timestep shift 2),
+    ``"uniform"`` (uniform in ``t`` down to ``t_zero``: diffusers' "linspace"), ``"logsnr"``
+    and ``"edm"`` (to ``t_min`` and a final step to ``sigma = 0``). ``"gits"`` needs the
+    model: see :func:`~polydiff.core.samplers.gits.gits_grid`."""
+    from polydiff.core.grids import default_grid
+
+    zero = process.t_zero
+    if kind == "flow" or kind.startswith("flow@"):
+        shift = float(kind[5:]) if kind.startswith("flow@") else 1.0
+        return default_grid(process, steps, t_start=t_start, shift=shift)
+    if kind == "uniform":
+        return time_grid(process, steps, "uniform", t_start=t_start,
+                         t_end=zero if zero is not None else None)
+    if kind in ("logsnr", "edm"):
+        return time_grid(process, steps, kind, t_start=t_start, final_zero=True)
+    raise ValueError(f"unknown grid {kind!r}; expected one of {SEARCH_GRIDS}")
+
+
+def fit_best_solver(denoiser: Denoiser, x_shape: tuple[int, ...] | torch.Size, nfe: int, *,
+                    config: SolverSearch | None = None, x_cal: Tensor | None = None,
+                    reference: Tensor | None = None, cond: dict[str, Any] | None = None,
+                    t_start: float | None = None, generator: torch.Generator | None = None,
+                    device: torch.device | str | None = None, dtype: torch.dtype = _F64,
+                    disable: bool | None = None) -> BespokeSolver:
+    """The best solver of ``nfe`` network evaluations for ``denoiser``, in one call: never
+    worse than the best training-free candidate on held-out calibration noise.
+
+    1. Calibration: ``config.calibration`` draws of prior noise of per-sample shape
+       ``x_shape`` (or ``x_cal``) and their accurate probability-flow endpoints
+       (``reference``, default: :func:`~polydiff.core.samplers.adaptive.solve_pf_ode` at
+       rtol = atol = 1e-8, then the denoiser at ``t_min``); a fraction ``config.holdout``
+       is held out.
+    2. Training-free candidates: every solver of ``config.generic`` (DPM-Solver++ 2M/3M,
+       UniPC bh1/bh2, iPNDM of Zhang & Chen 2023) on every grid of ``config.grids``,
+       including GITS's dynamic-programming grid fitted to the model's trajectories (Chen et
+       al. 2024), scored on the held-out noise.
+    3. Learned candidates (``config.fits``): bespoke non-stationary solvers (Shaul et al.
+       2024; :func:`fit_bespoke`) and learned time points alone (as LD3, Tong et al. 2025)
+       fitted on the other calibration noise, each starting from its base on that base's
+       best grid (so it starts as a candidate of 2).
+    4. The candidate with the lowest held-out RMSE wins; training-free winners are returned
+       in their exact bespoke form (:meth:`BespokeSolver.from_sampler`).
+
+    The result samples with :func:`sample_bespoke` (or ``solver.sample``); ``solver.meta``
+    records every candidate's held-out RMSE (``"held_out_rmse"``), the winner
+    (``"choice"``) and the best training-free one (``"best_generic"``).
+
+    Args:
+        denoiser: the model (differentiable in its input and time when ``config.fits`` is
+            not empty; use float64 for exact test beds).
+        x_shape: per-sample shape (without the batch dimension).
+        nfe: network evaluations = steps.
+        config: what to try (:class:`SolverSearch`; defaults as the bench).
+        x_cal, reference: calibration noise at ``t_start`` and its exact endpoints.
+        cond: conditioning (tensors batched like ``x_cal``; mean-reverting processes need
+            ``x_cal`` and ``cond={"y": ...}``).
+        t_start: start time (default ``process.t_max``).
+        generator: for the calibration draw, the split and mini-batches.
+        device, dtype: of the drawn calibration noise.
+        disable: progress bars.
+    """
+    cfg = config or SolverSearch()
+    if nfe < 1:
+        raise ValueError(f"nfe must be >= 1, got {nfe}")
+    p = denoiser.process
+    t0 = float(p.t_max if t_start is None else t_start)
+    if x_cal is None:
+        if p.center_key is not None:
+            raise ValueError(f"{type(p).__name__} is mean-reverting: pass x_cal and cond")
+        x_cal = p.prior_sample((cfg.calibration, *tuple(x_shape)), generator=generator,
+                               device=device, dtype=dtype)
+    zero_end = p.t_zero is not None
+    if reference is None:
+        reference = _reference(denoiser, x_cal, t0, None if zero_end else float(p.t_min), cond)
+    n_all = x_cal.shape[0]
+    n_hold = max(1, int(round(cfg.holdout * n_all)))
+    if n_all - n_hold < 1:
+        raise ValueError(f"need at least 2 calibration samples, got {n_all}")
+    perm = torch.randperm(n_all, generator=generator).to(x_cal.device)
+    hold, fit = perm[:n_hold], perm[n_hold:]
+    x_h, ref_h, cond_h = x_cal[hold], reference[hold], _subset(cond, hold, n_all)
+    x_f, ref_f, cond_f = x_cal[fit], reference[fit], _subset(cond, fit, n_all)
+
+    def held_out(solver: BespokeSolver) -> float:
+        out = solver.sample(denoiser, x_h, cond=cond_h, disable=True)
+        err = float((out.double() - ref_h.double()).pow(2).mean().sqrt())
+        return err if math.isfinite(err) else math.inf
+
+    grids: dict[str, Tensor] = {}
+    for kind in cfg.grids if cfg.generic else ():
+        if kind == "gits":
+            from polydiff.core.samplers.gits import gits_grid
+
+            m = min(cfg.gits_samples, x_f.shape[0])
+            grids[kind] = gits_grid(denoiser, x_f[:m], nfe, candidates=max(cfg.gits_candidates,
+                                                                          nfe),
+                                    t_start=t0, cond=_subset(cond_f, torch.arange(m),
+                                                            x_f.shape[0]))
+        else:
+            grids[kind] = search_grid(kind, p, nfe, t0)
+        if kind == "flow":
+            for shift in cfg.shifts:
+                grids[f"flow@{shift:g}"] = search_grid(f"flow@{shift:g}", p, nfe, t0)
+    scores: dict[str, float] = {}
+    solvers: dict[str, BespokeSolver] = {}
+    for kind, ts in grids.items():
+        for name in cfg.generic:
+            reg, hyper = GENERIC[name]
+            key = f"{name}/{kind}"
+            sol = BespokeSolver.from_sampler(reg, p, ts, meta={"choice": key}, **hyper)
+            scores[key], solvers[key] = held_out(sol), sol
+    best_generic = min(scores, key=scores.__getitem__) if scores else None
+    for fit_name in cfg.fits:
+        base, _, mode = fit_name.partition(":")
+        # start from the grid on which this base did best (the flow grid if it was not tried)
+        tried = {k.split("/", 1)[1]: v for k, v in scores.items() if k.split("/")[0] == base}
+        kind = min(tried, key=tried.__getitem__) if tried else "flow"
+        init = grids[kind] if kind in grids else search_grid(kind, p, nfe, t0)
+        if nfe > 1 and not bool(init[1:-1].gt(p.t_min).all()):
+            init = search_grid("flow", p, nfe, t0)
+        times_only = mode == "times"
+        if times_only and nfe == 1:
+            continue  # nothing to learn
+        sol = fit_bespoke(denoiser, x_f, nfe, reference=ref_f, cond=cond_f, t_start=t0,
+                          final_zero=zero_end, base=base, init=init, iters=cfg.iters, lr=cfg.lr,
+                          lr_times=cfg.lr_times if times_only else None,
+                          loss="l2" if times_only else "rmse",
+                          learn_coefficients=not times_only,
+                          batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
+                          val_fraction=cfg.val_fraction, generator=generator, disable=disable)
+        key = f"bespoke_{fit_name}/{kind}"
+        sol.meta["choice"] = key
+        scores[key], solvers[key] = held_out(sol), sol
+    choice = min(scores, key=scores.__getitem__)
+    best = solvers[choice]
+    best.meta.update({
+        "choice": choice, "nfe": nfe, "held_out_rmse": dict(scores),
+        "best_generic": best_generic, "calibration_samples": int(fit.numel()),
+        "held_out_samples": int(n_hold),
+        "grids": {k: v.tolist() for k, v in grids.items()}})
+    return best

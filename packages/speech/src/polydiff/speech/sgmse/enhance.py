@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,18 +33,8 @@ import torch
 from torch import Tensor
 
 from polydiff.core.grids import time_grid
-from polydiff.core.samplers import (
-    sample_ddim,
-    sample_dpmpp_2m,
-    sample_dpmpp_2m_sde,
-    sample_dpmpp_3m,
-    sample_euler,
-    sample_euler_maruyama,
-    sample_heun,
-    sample_ode_adaptive,
-    sample_pc,
-    sample_unipc,
-)
+from polydiff.core.samplers.registry import SAMPLERS as REGISTRY
+from polydiff.core.samplers.registry import get_sampler
 from polydiff.speech.sgmse.model import SGMSE, SGMSEPredictive, as_spec_batch
 from polydiff.speech.sgmse.spec import crop_frames, pad_frames
 
@@ -54,19 +43,12 @@ __all__ = [
     "enhance_predictive", "enhance_with_stats", "measure_rtf",
 ]
 
-#: sampler name -> (default grid kind, stochastic)
+#: sampler name -> (default grid kind, stochastic): every sampler of core's registry
+#: (:mod:`polydiff.core.samplers.registry`), on SGMSE+'s uniform grid for the stochastic and
+#: adaptive ones (Richter et al. 2023) and the log-SNR grid for the ODE solvers.
 SAMPLERS: dict[str, tuple[str, bool]] = {
-    "pc": ("uniform", True),          # SGMSE+: reverse diffusion + annealed Langevin
-    "em": ("uniform", True),          # Euler-Maruyama on the reverse SDE
-    "ode": ("uniform", False),        # adaptive Dormand-Prince on the probability flow
-    "euler": ("logsnr", False),
-    "heun": ("logsnr", False),
-    "ddim": ("logsnr", False),
-    "dpmpp_2m": ("logsnr", False),
-    "dpmpp_3m": ("logsnr", False),
-    "dpmpp_2m_sde": ("logsnr", True),
-    "unipc": ("logsnr", False),
-}
+    name: ("uniform" if spec.stochastic or spec.adaptive else "logsnr", spec.stochastic)
+    for name, spec in REGISTRY.items()}
 
 
 @dataclass
@@ -106,26 +88,17 @@ def sample_spec(model: SGMSE, y: Tensor, *, sampler: str = "pc", steps: int = 30
     y = as_spec_batch(y)
     process, den = model.process, model.denoiser()
     kind, stochastic = SAMPLERS[sampler]
+    spec = get_sampler(sampler)
     if generator is None and seed is not None:
         generator = torch.Generator(device=y.device).manual_seed(int(seed))
     x = process.prior_sample(y.shape, y=y, generator=generator) if x_init is None else x_init
     # "ode" is adaptive: only its ends matter (T -> t_eps, then a final denoising to t = 0)
-    n = 2 if sampler == "ode" else steps
+    n = 2 if spec.adaptive else steps
     ts = time_grid(process, n, grid or kind, final_zero=True, device=y.device)
-    cond = {"y": y}
-    common: dict[str, Any] = {"cond": cond, "disable": disable, **sampler_kw}
-    if stochastic:
-        common["generator"] = generator
+    common: dict[str, Any] = {"cond": {"y": y}, "disable": disable, **sampler_kw}
     if sampler == "pc":
-        return sample_pc(den, x, ts, predictor="reverse_diffusion", corrector="ald", snr=snr,
-                         corrector_steps=corrector_steps, **common)
-    fns: dict[str, Callable[..., Tensor]] = {
-        "em": sample_euler_maruyama, "ode": sample_ode_adaptive, "euler": sample_euler,
-        "heun": sample_heun, "ddim": sample_ddim, "dpmpp_2m": sample_dpmpp_2m,
-        "dpmpp_3m": sample_dpmpp_3m, "dpmpp_2m_sde": sample_dpmpp_2m_sde,
-        "unipc": sample_unipc,
-    }
-    return fns[sampler](den, x, ts, **common)
+        common.update(snr=snr, corrector_steps=corrector_steps)
+    return spec.run(den, x, ts, generator=generator if stochastic else None, **common)
 
 
 # --------------------------------------------------------------------------- chunks

@@ -53,7 +53,7 @@ from polydiff.core.denoiser import Denoiser
 from polydiff.core.grids import time_grid
 from polydiff.core.guidance import GradientGuidance
 from polydiff.core.processes.gaussian import GaussianProcess
-from polydiff.core.samplers import sample_ddim, sample_ddpm
+from polydiff.core.samplers.registry import get_sampler, sampler_names
 from polydiff.core.shapes import append_dims
 
 __all__ = ["GUIDANCE_KINDS", "SAMPLERS", "DDIM_STEPS", "observation_energy", "guided_denoiser",
@@ -61,7 +61,9 @@ __all__ = ["GUIDANCE_KINDS", "SAMPLERS", "DDIM_STEPS", "observation_energy", "gu
            "as_series", "mean_scale"]
 
 GUIDANCE_KINDS = ("mse", "quantile")
-SAMPLERS = ("ddim", "ddpm")
+#: Every sampler of core's registry (:mod:`polydiff.core.samplers.registry`); TSDiff's own are
+#: ``"ddim"`` (guided DDIM, the default) and ``"ddpm"`` (ancestral).
+SAMPLERS = sampler_names()
 #: guided DDIM's default number of steps (DDPM's default is the model's training timesteps)
 DDIM_STEPS = 20
 
@@ -186,7 +188,7 @@ def _repeat_cond(cond: dict[str, Any] | None, b: int, s: int) -> dict[str, Any]:
 
 def forecast(denoiser: Denoiser, context: Any, horizon: int, *, num_samples: int = 100,
              guidance: Literal["mse", "quantile"] = "quantile", scale: float = 4.0,
-             sampler: Literal["ddpm", "ddim"] = "ddim", steps: int | None = None,
+             sampler: str = "ddim", steps: int | None = None,
              quantiles: Sequence[float] | None = None, eta: float = 0.0, seed: int | None = 0,
              cond: dict[str, Any] | None = None, channel_dim: bool = False,
              scaling: Literal["none", "mean"] = "none", return_window: bool = False,
@@ -202,10 +204,11 @@ def forecast(denoiser: Denoiser, context: Any, horizon: int, *, num_samples: int
         num_samples: ``S`` sample paths per series.
         guidance: ``"mse"`` or ``"quantile"`` (see the module docstring).
         scale: the guidance scale ``s`` (0 = unguided sampling).
-        sampler: ``"ddim"`` (guided DDIM, the default; ``eta`` as in core's sampler) or
-            ``"ddpm"`` (ancestral, the paper's sampler).
+        sampler: ``"ddim"`` (guided DDIM, the default; ``eta`` as in core's sampler),
+            ``"ddpm"`` (ancestral, the paper's sampler) or any other name of :data:`SAMPLERS`
+            (core's registry, e.g. ``"dpmpp_2m"``).
         steps: sampler steps on :func:`default_grid` (default: :data:`DDIM_STEPS` for DDIM,
-            the training timesteps for DDPM).
+            the training timesteps for the others).
         quantiles: quantile levels for ``guidance="quantile"``, cycled over the samples
             (default: ``(k + 1) / (S + 1)``); sample ``k`` of every series uses level ``k``.
         seed: seeds one generator for the prior draw and the sampler's noise.
@@ -253,10 +256,9 @@ def forecast(denoiser: Denoiser, context: Any, horizon: int, *, num_samples: int
     if steps is None and sampler == "ddim":
         steps = DDIM_STEPS
     ts = default_grid(denoiser.process, steps)
-    kw = dict(cond=_repeat_cond(cond, b, s), generator=gen, disable=disable)
-    if sampler == "ddpm":
-        out = sample_ddpm(guided, x, ts, **kw)
-    else:
-        out = sample_ddim(guided, x, ts, eta=eta, **kw)
+    kw: dict[str, Any] = dict(cond=_repeat_cond(cond, b, s), disable=disable)
+    if sampler == "ddim":
+        kw["eta"] = eta
+    out = get_sampler(sampler).run(guided, x, ts, generator=gen, **kw)
     out = out.reshape(b, s, length) * scl.to(out)[:, None, None]
     return out if return_window else out[..., c:]

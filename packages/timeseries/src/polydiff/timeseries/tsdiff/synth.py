@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from polydiff.core.denoiser import Denoiser
-from polydiff.core.samplers import sample_ddim, sample_ddpm
+from polydiff.core.samplers.registry import get_sampler
 from polydiff.timeseries.tsdiff.guidance import SAMPLERS, default_grid
 
 __all__ = ["synthesize", "fit_ridge", "normalized_deviation", "linear_predictive_score"]
@@ -33,13 +33,14 @@ __all__ = ["synthesize", "fit_ridge", "normalized_deviation", "linear_predictive
 
 @torch.no_grad()
 def synthesize(denoiser: Denoiser, n: int, length: int, *,
-               sampler: Literal["ddpm", "ddim"] = "ddpm", steps: int | None = None,
+               sampler: str = "ddpm", steps: int | None = None,
                seed: int | None = 0, eta: float = 0.0, batch_size: int | None = None,
                cond: dict[str, Any] | None = None, channel_dim: bool = False,
                dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
                disable: bool | None = True) -> Tensor:
     """``n`` unconditional windows ``(n, length)`` from ``denoiser`` (TSDiff's "synthesize"),
-    with core's DDPM ancestral sampler or DDIM on :func:`~.guidance.default_grid`.
+    with core's DDPM ancestral sampler, DDIM or another sampler of core's registry
+    (:data:`~.guidance.SAMPLERS`) on :func:`~.guidance.default_grid`.
 
     ``batch_size`` splits the draw into chunks (one generator runs through all of them, so the
     samples depend on the chunking); ``cond`` is passed as is to every chunk;
@@ -63,10 +64,9 @@ def synthesize(denoiser: Denoiser, n: int, length: int, *,
         m = min(bs, n - start)
         shape = (m, 1, length) if channel_dim else (m, length)
         x = denoiser.process.prior_sample(shape, generator=gen, device=device, dtype=dtype)
-        if sampler == "ddpm":
-            z = sample_ddpm(denoiser, x, ts, cond=cond, generator=gen, disable=disable)
-        else:
-            z = sample_ddim(denoiser, x, ts, cond=cond, eta=eta, generator=gen, disable=disable)
+        kw: dict[str, Any] = {"eta": eta} if sampler == "ddim" else {}
+        z = get_sampler(sampler).run(denoiser, x, ts, cond=cond, generator=gen,
+                                     disable=disable, **kw)
         out.append(z.reshape(m, length))
     return torch.cat(out)
 
