@@ -47,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = out / TRAIN_FILE
     flags = {"preset": "preset", "objective": "objective", "steps": "steps",
              "batch_size": "batch_size", "lr": "lr", "segment_frames": "segment_frames",
-             "device": "device", "seed": "seed"}
+             "device": "device", "seed": "seed", "time_budget": "time_budget"}
     overrides = _overrides(args, flags) + (["model=predictive"] if args.predictive else [])
     settings = load_config(TrainSettings, base, overrides)
     if out.exists() and not out.is_dir():
@@ -60,6 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(f"{data}: no such dataset folder")
 
     from polydiff.speech.data import PairedAudioDataset
+    from polydiff.speech.realcorpus import is_real_corpus, read_real_manifest
     from polydiff.speech.sgmse.model import (
         SGMSE,
         PredictiveConfig,
@@ -70,12 +71,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from polydiff.speech.sgmse.spec import SpecConfig
     from polydiff.speech.sgmse.train import train_predictive, train_sgmse
 
+    real = is_real_corpus(data)
     try:
         net = NCSNppConfig.preset(settings.preset, **settings.network)
-        spec = SpecConfig(**settings.spec)
+        spec_kw = dict(settings.spec)
+        rate = spec_kw.pop("sample_rate", read_real_manifest(data)["sample_rate"] if real
+                           else 16000)
+        spec = SpecConfig.for_sample_rate(int(rate), **spec_kw)
     except TypeError as err:  # an unknown field name in network/spec
         raise CLIError(f"bad network/spec setting: {err}") from None
-    PairedAudioDataset(data, settings.split, layout=settings.layout)  # fail fast, one line
+    if not real:
+        PairedAudioDataset(data, settings.split, layout=settings.layout)  # fail fast, one line
     if settings.model == "sgmse":
         model: Any = SGMSE(SGMSEConfig(objective=settings.objective, preset=settings.preset,
                                        network=net, spec=spec))
@@ -93,11 +99,50 @@ def cmd_train(args: argparse.Namespace) -> int:
                  resume=args.resume, progress=True, seed=settings.seed, split=settings.split,
                  layout=settings.layout, segment_frames=settings.segment_frames,
                  log_every=settings.log_every, ckpt_every=settings.ckpt_every,
-                 precision=settings.precision)
+                 precision=settings.precision, time_budget=settings.time_budget,
+                 compile=settings.compile)
     emit({"run_dir": str(res.run_dir), "weights": str(res.weights), "model": settings.model,
           "parameters": sum(p.numel() for p in model.parameters()),
           "step": res.summary.get("step"), "loss": res.summary.get("loss"),
+          "stopped_early": res.summary.get("stopped_early", False),
           "seconds": round(time.perf_counter() - tic, 2)}, args.json)
+    return 0
+
+
+# ----------------------------------------------------------------------------- corpus
+def cmd_corpus(args: argparse.Namespace) -> int:
+    """``sgmse corpus``: build the real-speech corpus into a folder."""
+    from dataclasses import fields
+
+    from polydiff.apps.sgmse.config import parse_table
+    from polydiff.speech.realcorpus import RealCorpusSpec, build_real_corpus, describe
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"-o {out}: already exists (pass --overwrite to replace it)")
+    if args.sources is not None and not (Path(args.sources) / "index.json").is_file():
+        raise CLIError(f"--sources {args.sources}: not a sources pack (no index.json)")
+    known = {f.name for f in fields(RealCorpusSpec)}
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in known:
+            raise CLIError(f"--set {item!r}: expected KEY=VALUE with KEY one of "
+                           f"{', '.join(sorted(known))}")
+        overrides.update(parse_table({key.strip(): value}))
+    try:
+        spec = RealCorpusSpec(sample_rate=args.sample_rate, **overrides)
+    except TypeError as err:
+        raise CLIError(f"bad corpus setting: {err}") from None
+    tic = time.perf_counter()
+    manifest = build_real_corpus(out, spec, sources=args.sources, overwrite=args.overwrite,
+                                 show_progress=None)
+    emit({"corpus": str(out), "sample_rate": manifest["sample_rate"],
+          "valid_files": len(manifest["splits"]["valid"]),
+          "test_files": len(manifest["splits"]["test"]),
+          "sources_mb": round(manifest["sources_bytes"] / 2**20, 2),
+          "description": describe(out), "seconds": round(time.perf_counter() - tic, 1)},
+         args.json)
     return 0
 
 
@@ -205,26 +250,81 @@ def cmd_enhance(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- evaluate
+class FileProgress:
+    """Progress of a folder run on stderr: a bar on a terminal, else one line per file (so a
+    redirected run still shows where it is)."""
+
+    def __init__(self, total: int, desc: str):
+        from polydiff.core.utils import quiet
+
+        self.total, self.desc, self.count = total, desc, 0
+        self.lines = quiet() and total > 1
+        self.bar = None if self.lines or total <= 1 else progress(
+            range(total), total=total, desc=desc)
+        self._it = iter(self.bar) if self.bar is not None else None
+
+    def update(self, name: str, note: str = "") -> None:
+        self.count += 1
+        if self._it is not None:
+            next(self._it, None)
+        elif self.lines:
+            _say(f"{self.desc} {self.count}/{self.total}: {name}" + (f" ({note})" if note
+                                                                     else ""))
+
+    def close(self) -> None:
+        if self._it is not None:
+            for _ in self._it:  # finish the bar
+                pass
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """``sgmse evaluate``: metrics per file and their summary; writes metrics.csv/json."""
+    """``sgmse evaluate``: metrics per file and their summary; writes metrics.csv/json
+    after every file; one line per file that cannot be scored, exit code 2 if any."""
+    from polydiff.speech.audio import list_audio
     from polydiff.speech.metrics import evaluate_folder, write_metrics
 
     for flag, d in (("--clean", args.clean), ("--enhanced", args.enhanced),
                     ("--noisy", args.noisy)):
         if d is not None and not Path(d).is_dir():
             raise CLIError(f"{flag} {d}: no such folder")
-    rows, summary = evaluate_folder(args.clean, args.enhanced, args.noisy, show_progress=True)
     out = Path(args.output or args.enhanced)
+    bar = FileProgress(len(list_audio(args.enhanced)), "evaluate")
+    failed = [0]
+
+    def on_row(rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+        if summary["failed"] > failed[0]:  # this file could not be scored
+            failed[0] = summary["failed"]
+            bad = summary["errors"][-1]
+            _say(f"{bad['name']}: {bad['error']}")
+            name = bad["name"]
+        else:
+            name = rows[-1]["name"]
+        bar.update(name, f"{summary['scored']} scored, {summary['failed']} failed")
+        write_metrics(rows, summary, out)
+
+    try:
+        rows, summary = evaluate_folder(args.clean, args.enhanced, args.noisy,
+                                        pesq_mode=args.pesq, align=args.align,
+                                        on_row=on_row)
+    finally:
+        bar.close()
     csv_path, json_path = write_metrics(rows, summary, out)
-    result: dict[str, Any] = {"files": summary["files"], "failed": summary["failed"],
-                              "missing": summary["missing"]}
+    result: dict[str, Any] = {"files": summary["files"], "scored": summary["scored"],
+                              "failed": summary["failed"], "missing": summary["missing"],
+                              "pesq_mode": summary["pesq_mode"]}
     for m in ("pesq", "estoi", "si_sdr"):
         result[m] = summary[m]["mean"]
         if args.noisy is not None:
-            result[f"noisy_{m}"] = summary[f"noisy_{m}"]["mean"]
-            result[f"delta_{m}"] = summary[m]["mean"] - summary[f"noisy_{m}"]["mean"]
+            base = summary[f"noisy_{m}"]["mean"]
+            result[f"noisy_{m}"] = base
+            result[f"delta_{m}"] = None if base is None or result[m] is None \
+                else result[m] - base
     result["csv"], result["json"] = str(csv_path), str(json_path)
     emit(result, args.json)
+    if summary["failed"]:
+        first = summary["errors"][0]
+        raise CLIError(f"{summary['failed']} of {summary['files']} file(s) could not be "
+                       f"scored (first: {first['name']}: {first['error']})")
     return 0
 
 

@@ -62,7 +62,9 @@ class TrainSettings:
         objective: SGMSE's training objective (``score`` is SGMSE+; ``edm`` is EDM's
             preconditioning of the same model, which small networks learn far faster).
         preset: NCSN++ size; network: overrides of its fields (an inline TOML table).
-        spec: overrides of the STFT settings (``n_fft``, ``hop_length``, ``sample_rate``...).
+        spec: overrides of the STFT settings (``sample_rate`` picks the paper's settings
+            scaled to that rate, default the corpus's or 16000; then ``n_fft``,
+            ``hop_length``...).
         steps, batch_size, lr, ema: optimizer steps, batch, Adam learning rate, EMA decay
             (0 turns the EMA off).
         segment_frames: STFT frames per training example (256 = 2.04 s at 16 kHz).
@@ -70,6 +72,9 @@ class TrainSettings:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...; precision: fp32, bf16, fp16.
         seed: initialisation, data order and noise seed.
         log_every, ckpt_every: steps between ``stats.jsonl`` lines and between checkpoints.
+        time_budget: stop at this many seconds of wall-clock time (checkpointed; ``--resume``
+            continues towards ``steps``); ``none``: no limit.
+        compile: run the U-Net through ``torch.compile`` (eager fallback), for GPUs.
     """
 
     model: Literal["sgmse", "predictive"] = "sgmse"
@@ -89,9 +94,14 @@ class TrainSettings:
     seed: int = 0
     log_every: int = 50
     ckpt_every: int = 1000
+    time_budget: float | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.network, self.spec = parse_table(self.network), parse_table(self.spec)
+        if self.time_budget is not None and not (self.time_budget > 0
+                                                 and math.isfinite(self.time_budget)):
+            raise ValueError(f"time_budget must be positive seconds, got {self.time_budget}")
         for name in ("steps", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
