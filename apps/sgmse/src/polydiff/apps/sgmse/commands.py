@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import math
 import sys
 import time
@@ -147,6 +148,12 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- models
+def starter_dir() -> Path:
+    """The starter weights shipped with this package (``weights/``: ``sgmse/``,
+    ``predictive/`` and ``manifest.json``)."""
+    return Path(__file__).resolve().parent / "weights"
+
+
 def load_model(path: str | Path, device: str = "auto") -> Any:
     """An SGMSE or SGMSEPredictive model from a run folder (its ``model/``) or a model
     folder, moved to ``device``; one-line errors."""
@@ -166,6 +173,44 @@ def load_model(path: str | Path, device: str = "auto") -> Any:
     if not isinstance(model, SGMSE | SGMSEPredictive):
         raise CLIError(f"--model {p}: holds a {type(model).__name__}, not an SGMSE model")
     return model.to(select_device(device)).eval()
+
+
+def is_pair(path: str | Path) -> bool:
+    """A folder holding a diffusion model and its predictive baseline (``sgmse/`` and
+    ``predictive/``, like the starter weights)."""
+    return (Path(path) / "sgmse" / "config.json").is_file()
+
+
+def load_models(path: str | Path | None, device: str = "auto",
+                predictive: str | Path | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """``(model, predictive model or None, recommended enhance settings)`` from ``--model``
+    (``None``: the starter weights) and ``--predictive``."""
+    recommended: dict[str, Any] = {}
+    pred = None
+    if path is None:
+        path = starter_dir()
+        if not is_pair(path):
+            raise CLIError("this installation has no starter weights: pass --model (a run "
+                           "folder of 'sgmse train')")
+    p = Path(path)
+    if is_pair(p):
+        model = load_model(p / "sgmse", device)
+        if (p / "predictive" / "config.json").is_file():
+            pred = load_model(p / "predictive", device)
+        manifest = p / "manifest.json"
+        if manifest.is_file():
+            import json
+
+            recommended = dict(json.loads(manifest.read_text()).get("enhance", {}))
+    else:
+        model = load_model(p, device)
+    if predictive is not None:
+        pred = load_model(predictive, device)
+    from polydiff.speech.sgmse.model import SGMSEPredictive
+
+    if pred is not None and not isinstance(pred, SGMSEPredictive):
+        raise CLIError(f"--predictive {predictive}: not a predictive model")
+    return model, pred, recommended
 
 
 def resolve_outputs(inp: Path, out: Path) -> list[tuple[Path, Path]]:
@@ -190,7 +235,7 @@ def resolve_outputs(inp: Path, out: Path) -> list[tuple[Path, Path]]:
 
 
 def enhance_file(model: Any, src: Path, dst: Path, settings: EnhanceSettings,
-                 seed: int) -> dict[str, Any]:
+                 seed: int, predictive: Any = None) -> dict[str, Any]:
     """Read, check, enhance and write one file (atomically); returns its statistics.
     Raises ``AudioError`` (a ``ValueError``) with one line for an unusable input."""
     from polydiff.speech.audio import AudioError, read_audio, write_audio
@@ -202,47 +247,104 @@ def enhance_file(model: Any, src: Path, dst: Path, settings: EnhanceSettings,
     if len(wave) < need:
         raise AudioError(f"{src}: too short ({len(wave)} samples at {sr} Hz; one STFT frame "
                          f"needs {need})")
+    extra = {} if settings.t_start is None else {"t_start": settings.t_start}
     est, stats = enhance_with_stats(
         model, wave, sr, sampler=settings.sampler, steps=settings.steps,
         corrector_steps=settings.corrector_steps, snr=settings.snr, seed=seed,
-        chunk_seconds=settings.chunk_seconds, overlap_seconds=settings.overlap_seconds)
+        chunk_seconds=settings.chunk_seconds, overlap_seconds=settings.overlap_seconds,
+        predictive=predictive if settings.sampler == "storm" else None, **extra)
     clipped = write_audio(dst, est, sr)
     return {"input": str(src), "output": str(dst), "sample_rate": sr,
-            "seconds": round(stats.audio_seconds, 3), "rtf": round(stats.rtf, 4),
-            "nfe": stats.nfe, "chunks": stats.chunks, "clipped": clipped}
+            "seconds": round(stats.audio_seconds, 3), "compute_seconds": round(stats.seconds, 3),
+            "rtf": round(stats.rtf, 4), "nfe": stats.nfe, "chunks": stats.chunks,
+            "clipped": clipped}
+
+
+SUMMARY_FILE = "enhance-summary.json"
+
+
+def _settings_with_defaults(args: argparse.Namespace, flags: dict[str, str],
+                            recommended: dict[str, Any]) -> EnhanceSettings:
+    """EnhanceSettings: the model's recommended values under the config file and flags."""
+    import json
+    import tomllib
+
+    user = _overrides(args, flags)
+    given = {o.partition("=")[0].strip() for o in user}
+    if args.config is not None:
+        try:
+            with open(args.config, "rb") as fh:
+                given |= set(tomllib.load(fh))
+        except (OSError, tomllib.TOMLDecodeError):
+            pass  # load_config reports it on one line
+    base = [f"{k}={json.dumps(v) if isinstance(v, str) else v}"
+            for k, v in recommended.items() if k not in given and v is not None]
+    return load_config(EnhanceSettings, args.config, base + user)
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:
     """``sgmse enhance``: enhance a file or a folder; per-file problems are reported and
-    the others processed; exit code 2 at the end if any failed."""
+    the others processed; exit code 2 at the end if any failed. A folder run prints one
+    line per file to stderr when it is not a terminal and rewrites OUT/enhance-summary.json
+    after every file."""
     flags = {"sampler": "sampler", "steps": "steps", "snr": "snr",
              "corrector_steps": "corrector_steps", "chunk_seconds": "chunk_seconds",
-             "overlap_seconds": "overlap_seconds", "device": "device", "seed": "seed"}
+             "overlap_seconds": "overlap_seconds", "device": "device", "seed": "seed",
+             "t_start": "t_start"}
     settings = load_config(EnhanceSettings, args.config, _overrides(args, flags))
     inp, out = Path(args.input), Path(args.output)
     jobs = resolve_outputs(inp, out)
-    model = load_model(args.model, settings.device)
-    if inp.is_dir():
+    model, pred, recommended = load_models(args.model, settings.device, args.predictive)
+    if recommended:
+        settings = _settings_with_defaults(args, flags, recommended)
+    from polydiff.speech.sgmse.model import SGMSE
+
+    if settings.sampler == "storm" and pred is None and isinstance(model, SGMSE):
+        _say("storm sampler without a predictive model: starting from the diffusion "
+             "model's own one-pass estimate")
+    folder = inp.is_dir()
+    if folder:
         save_config(settings, out / ENHANCE_FILE)
     done: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
-    for k, (src, dst) in enumerate(progress(jobs, total=len(jobs), desc="enhance")):
-        try:
-            done.append(enhance_file(model, src, dst, settings, settings.seed + k))
-        except ValueError as err:  # AudioError and friends: one line, go on
-            msg = " ".join(str(err).split())
-            failed.append({"input": str(src), "error": msg})
-            _say(f"skipped: {msg}")
-    audio = sum(d["seconds"] for d in done)
-    result = {"model": type(model).__name__, "sampler": settings.sampler,
-              "steps": settings.steps, "files": len(jobs), "written": len(done),
-              "failed": len(failed), "audio_seconds": round(audio, 3),
-              "rtf": round(sum(d["rtf"] * d["seconds"] for d in done) / audio, 4)
-              if audio else None,
-              "output": str(out if inp.is_dir() else jobs[0][1])}
+    model_name = "starter weights" if args.model is None else str(args.model)
+
+    def result() -> dict[str, Any]:
+        audio = sum(d["seconds"] for d in done)
+        compute = sum(d["compute_seconds"] for d in done)
+        return {"model": type(model).__name__, "weights": model_name,
+                "predictive": pred is not None and settings.sampler == "storm",
+                "sampler": settings.sampler, "steps": settings.steps, "files": len(jobs),
+                "written": len(done), "failed": len(failed), "pending": len(jobs) - len(done)
+                - len(failed), "audio_seconds": round(audio, 3),
+                "compute_seconds": round(compute, 3),
+                "rtf": round(compute / audio, 4) if audio else None,
+                "output": str(out if folder else jobs[0][1])}
+
+    bar = FileProgress(len(jobs), "enhance")
+    try:
+        for k, (src, dst) in enumerate(jobs):
+            try:
+                done.append(enhance_file(model, src, dst, settings, settings.seed + k, pred))
+                note = f"rtf {done[-1]['rtf']:.3g}"
+            except ValueError as err:  # AudioError and friends: one line, go on
+                msg = " ".join(str(err).split())
+                failed.append({"input": str(src), "error": msg})
+                _say(f"skipped: {msg}")
+                note = "skipped"
+            bar.update(src.name, note)
+            if folder:
+                summary = {**result(), "settings": settings.__dict__, "outputs": done,
+                           "errors": failed}
+                buf = io.StringIO()
+                emit(summary, True, file=buf)
+                atomic_write(out / SUMMARY_FILE, buf.getvalue())
+    finally:
+        bar.close()
+    res = result()
     if args.json:
-        result["outputs"], result["errors"] = done, failed
-    emit(result, args.json)
+        res["outputs"], res["errors"] = done, failed
+    emit(res, args.json)
     if failed:
         raise CLIError(f"{len(failed)} of {len(jobs)} file(s) could not be enhanced "
                        f"(first: {failed[0]['error']})")
@@ -329,6 +431,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- bench
+def _nanmean(values: list[float]) -> float | None:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return sum(finite) / len(finite) if finite else None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """``sgmse bench``: RTF (and quality with --data) against the number of steps."""
     from polydiff.apps.sgmse.config import SAMPLER_NAMES
@@ -340,9 +447,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise CLIError(f"--seconds must be positive, got {args.seconds}")
     if args.data is not None and not Path(args.data).is_dir():
         raise CLIError(f"--data {args.data}: no such dataset folder")
-    model = load_model(args.model, args.device)
-
-    import numpy as np
+    model, pred, _ = load_models(args.model, args.device, getattr(args, "predictive", None))
 
     from polydiff.speech.metrics import evaluate_pair
     from polydiff.speech.sgmse.enhance import enhance_with_stats, measure_rtf
@@ -359,7 +464,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         pairs = pairs[:args.max_files] if args.max_files else pairs
     noisy_scores = [evaluate_pair(c, y, sr) for _, c, y, sr in pairs]
     for n in progress(steps, total=len(steps), desc="bench"):
-        kw = {"sampler": args.sampler, "steps": n} if diffusion else {}
+        kw: dict[str, Any] = {"sampler": args.sampler, "steps": n} if diffusion else {}
+        if diffusion and args.sampler == "storm" and pred is not None:
+            kw["predictive"] = pred
         st = measure_rtf(model, args.seconds, **kw)
         row: dict[str, Any] = {"steps": n if diffusion else None, "nfe": st.nfe,
                                "rtf": st.rtf}
@@ -369,7 +476,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 est, _ = enhance_with_stats(model, noisy, sr, seed=i, **kw)
                 scores.append(evaluate_pair(clean, est, sr))
             for m in ("pesq", "estoi", "si_sdr"):
-                row[m] = float(np.nanmean([s[m] for s in scores]))
+                row[m] = _nanmean([s[m] for s in scores])
         rows.append(row)
     result: dict[str, Any] = {"model": type(model).__name__,
                               "sampler": args.sampler if diffusion else None,
@@ -377,11 +484,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                               "seconds": args.seconds, "results": rows}
     if pairs:
         result["files"] = len(pairs)
-        result["noisy"] = {m: float(np.nanmean([s[m] for s in noisy_scores]))
+        result["noisy"] = {m: _nanmean([s[m] for s in noisy_scores])
                            for m in ("pesq", "estoi", "si_sdr")}
+        result["pesq_mode"] = "nb" if model.sample_rate < 16000 else "wb"
     if args.output:
-        import io
-
         buf = io.StringIO()
         emit(result, True, file=buf)
         atomic_write(args.output, buf.getvalue())

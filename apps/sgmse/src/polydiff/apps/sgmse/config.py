@@ -31,7 +31,7 @@ __all__ = ["ENHANCE_FILE", "SAMPLER_NAMES", "TRAIN_FILE", "EnhanceSettings", "Tr
 #: The samplers of :data:`polydiff.speech.sgmse.enhance.SAMPLERS` (kept here so that
 #: ``--help`` does not import torch; a test checks that both lists agree).
 SAMPLER_NAMES: tuple[str, ...] = ("pc", "em", "ode", "euler", "heun", "ddim", "dpmpp_2m",
-                                  "dpmpp_3m", "dpmpp_2m_sde", "unipc")
+                                  "dpmpp_3m", "dpmpp_2m_sde", "unipc", "storm")
 #: File names of the saved settings.
 TRAIN_FILE = "sgmse.toml"
 ENHANCE_FILE = "sgmse-enhance.toml"
@@ -124,18 +124,22 @@ class EnhanceSettings:
         sampler: a core sampler (``pc``, ``ode``, ``dpmpp_2m``, ...); ignored by the
             predictive baseline.
         steps: reverse steps N; corrector_steps, snr: the PC corrector.
-        chunk_seconds: process long files in chunks of this length, cross-faded over
-            ``overlap_seconds`` (``none``: whole files).
+        t_start: start the reverse process at this time instead of T (``storm``: from the
+            predictive model's estimate; default 0.5 there).
+        chunk_seconds: process files in chunks of this length, cross-faded over
+            ``overlap_seconds`` (default 6 s: memory bounded whatever the file's length;
+            ``none``: whole files at once).
         device: ``auto``, ``cpu``, ``cuda``...; seed: sampling noise (file k uses seed + k).
     """
 
     sampler: Literal["pc", "em", "ode", "euler", "heun", "ddim", "dpmpp_2m", "dpmpp_3m",
-                     "dpmpp_2m_sde", "unipc"] = "pc"
+                     "dpmpp_2m_sde", "unipc", "storm"] = "pc"
     steps: int = 30
     snr: float = 0.5
     corrector_steps: int = 1
-    chunk_seconds: float | None = None
-    overlap_seconds: float = 1.0
+    t_start: float | None = None
+    chunk_seconds: float | None = 6.0
+    overlap_seconds: float = 0.5
     device: str = "auto"
     seed: int = 0
 
@@ -148,6 +152,8 @@ class EnhanceSettings:
             raise ValueError(f"snr must be positive, got {self.snr}")
         if not (self.overlap_seconds >= 0 and math.isfinite(self.overlap_seconds)):
             raise ValueError(f"overlap_seconds must be >= 0, got {self.overlap_seconds}")
+        if self.t_start is not None and not 0.0 < self.t_start <= 1.0:
+            raise ValueError(f"t_start must be in (0, 1], got {self.t_start}")
         if self.chunk_seconds is not None and not (
                 math.isfinite(self.chunk_seconds)
                 and self.chunk_seconds >= 2 * self.overlap_seconds and self.chunk_seconds > 0):

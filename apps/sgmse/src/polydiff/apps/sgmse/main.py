@@ -113,19 +113,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output file (for a file input, if it ends in .wav/.flac/.ogg) or "
                    "folder")
-    p.add_argument("--model", required=True, metavar="DIR",
-                   help="a run folder of 'sgmse train' or its model/ folder")
+    p.add_argument("--model", metavar="DIR",
+                   help="a run folder of 'sgmse train', its model/ folder, or a folder with "
+                   "sgmse/ and predictive/ (default: the starter weights shipped with sgmse, "
+                   "8 kHz, with their recommended sampler settings)")
+    p.add_argument("--predictive", metavar="DIR",
+                   help="a predictive model (run folder) whose output starts --sampler storm")
     p.add_argument("--sampler", metavar="NAME",
-                   help="pc (default), ode, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc, ddim, "
+                   help="pc (default for a model folder), storm (predictive estimate, then "
+                   "PC from --t-start), ode, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc, ddim, "
                    "euler, heun, em")
+    p.add_argument("--t-start", type=float, metavar="T",
+                   help="start the reverse process at this time in (0, 1] (storm: 0.5)")
     p.add_argument("--steps", type=int, metavar="N", help="reverse steps (default: 30)")
     p.add_argument("--snr", type=float, metavar="R", help="PC corrector step size r (0.5)")
     p.add_argument("--corrector-steps", type=int, metavar="K",
                    help="PC corrector steps per step (default: 1)")
     p.add_argument("--chunk-seconds", type=float, metavar="S",
-                   help="process long files in chunks of S seconds, cross-faded")
+                   help="process files in chunks of S seconds, cross-faded (default: 6; "
+                   "memory stays bounded whatever the length; --set chunk_seconds=none "
+                   "for whole files)")
     p.add_argument("--overlap-seconds", type=float, metavar="S",
-                   help="chunk overlap (default: 1.0)")
+                   help="chunk overlap (default: 0.5)")
     p.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, ...")
     p.add_argument("--seed", type=int, metavar="S", help="sampling seed (default: 0)")
     _common(p, example="sampler=ode overlap_seconds=0.5")
@@ -154,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Real-time factor of a model at several step counts on "
                        "SECONDS of audio; with --data, also PESQ/ESTOI/SI-SDR on the test "
                        "split against the noisy input.")
-    p.add_argument("--model", required=True, metavar="DIR", help="run folder or model folder")
+    p.add_argument("--model", metavar="DIR",
+                   help="run folder, model folder or sgmse/+predictive/ folder (default: the "
+                   "starter weights)")
+    p.add_argument("--predictive", metavar="DIR",
+                   help="predictive model for --sampler storm (default: the pair's)")
     p.add_argument("--data", metavar="ROOT", help="dataset root (scores its test split)")
     p.add_argument("--split", default="test", metavar="NAME", help="split (default: test)")
     p.add_argument("--steps", type=_positive_int_list, default=[5, 10, 30], metavar="N,N,...",
