@@ -172,7 +172,7 @@ def load_model(path: str | Path, device: str = "auto") -> Any:
     model = from_pretrained(p)
     if not isinstance(model, SGMSE | SGMSEPredictive):
         raise CLIError(f"--model {p}: holds a {type(model).__name__}, not an SGMSE model")
-    return model.to(select_device(device)).eval()
+    return model.float().to(select_device(device)).eval()  # bf16 weights compute in fp32
 
 
 def is_pair(path: str | Path) -> bool:
