@@ -207,3 +207,28 @@ def test_storm_starts_from_the_predictive_estimate() -> None:
     finally:
         hook.remove()
     assert abs(seen[0] - 0.4) < 1e-6
+
+
+def test_predictive_centred_model() -> None:
+    """center='predictive' (StoRM-style): the process and the condition are the predictive
+    model's estimate; training and enhancement need that model and say so."""
+    torch.manual_seed(0)
+    model = SGMSE(SGMSEConfig(preset="tiny", center="predictive"))
+    x = torch.as_tensor(_speechlike(0.5))[None]
+    with pytest.raises(ValueError, match="predictive"):
+        model.wave_loss(x, x + 0.01)
+    with pytest.raises(ValueError, match="predictive model"):
+        enhance(model, x[0].numpy(), SR, steps=2)
+    pred = _predictive(_identity)
+    model.attach_predictive(pred)
+    y = model.spectrogram(x)[..., :16]
+    assert torch.equal(model.condition(y), pred(y))  # identity 'predictive' model
+    assert torch.isfinite(model.wave_loss(x, x + 0.01))
+    assert "_predictive" not in str(list(model.state_dict()))  # not part of the weights
+    fresh = SGMSE(SGMSEConfig(preset="tiny", center="predictive"))
+    fresh.load_state_dict(model.state_dict())
+    out, st = enhance_with_stats(fresh, x[0].numpy(), SR, sampler="storm", steps=2,
+                                 t_start=0.3, predictive=pred)
+    assert np.isfinite(out).all() and st.nfe == 1 + 2 * 2
+    with pytest.raises(ValueError, match="center"):
+        SGMSEConfig(center="clean")

@@ -48,7 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = out / TRAIN_FILE
     flags = {"preset": "preset", "objective": "objective", "steps": "steps",
              "batch_size": "batch_size", "lr": "lr", "segment_frames": "segment_frames",
-             "device": "device", "seed": "seed", "time_budget": "time_budget"}
+             "device": "device", "seed": "seed", "time_budget": "time_budget",
+             "center": "center", "center_on": "center_on", "init": "init"}
     overrides = _overrides(args, flags) + (["model=predictive"] if args.predictive else [])
     settings = load_config(TrainSettings, base, overrides)
     if out.exists() and not out.is_dir():
@@ -83,14 +84,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(f"bad network/spec setting: {err}") from None
     if not real:
         PairedAudioDataset(data, settings.split, layout=settings.layout)  # fail fast, one line
+    extra: dict[str, Any] = {}
     if settings.model == "sgmse":
         model: Any = SGMSE(SGMSEConfig(objective=settings.objective, preset=settings.preset,
-                                       network=net, spec=spec))
+                                       network=net, spec=spec, center=settings.center))
         fn: Any = train_sgmse
+        if settings.center == "predictive":
+            if not settings.center_on:
+                raise CLIError("--center predictive needs --center-on RUN (a predictive "
+                               "baseline run or model folder)")
+            pred = load_model(settings.center_on, "cpu")
+            if not isinstance(pred, SGMSEPredictive):
+                raise CLIError(f"--center-on {settings.center_on}: not a predictive model")
+            extra["predictive"] = pred
     else:
         model = SGMSEPredictive(PredictiveConfig(preset=settings.preset, network=net,
                                                  spec=spec))
         fn = train_predictive
+    if settings.init and not (args.resume and (out / "checkpoints").is_dir()):
+        init_weights(model, settings.init)
     out.mkdir(parents=True, exist_ok=True)
     save_config(settings, out / TRAIN_FILE)
     tic = time.perf_counter()
@@ -101,13 +113,38 @@ def cmd_train(args: argparse.Namespace) -> int:
                  layout=settings.layout, segment_frames=settings.segment_frames,
                  log_every=settings.log_every, ckpt_every=settings.ckpt_every,
                  precision=settings.precision, time_budget=settings.time_budget,
-                 compile=settings.compile)
+                 compile=settings.compile, **extra)
     emit({"run_dir": str(res.run_dir), "weights": str(res.weights), "model": settings.model,
           "parameters": sum(p.numel() for p in model.parameters()),
           "step": res.summary.get("step"), "loss": res.summary.get("loss"),
           "stopped_early": res.summary.get("stopped_early", False),
           "seconds": round(time.perf_counter() - tic, 2)}, args.json)
     return 0
+
+
+def init_weights(model: Any, source: str | Path) -> None:
+    """Start ``model`` from the weights of ``source``: a model folder, a run folder (its
+    ``model/``, else the EMA weights of its latest checkpoint); one-line errors."""
+    import torch
+
+    p = Path(source)
+    if (p / "model" / "config.json").is_file() or (p / "config.json").is_file() and \
+            (p / "model.safetensors").is_file():
+        state = load_model(p, "cpu").state_dict()
+    else:
+        ckpts = sorted((p / "checkpoints").glob("ckpt-*.safetensors"))
+        if not ckpts:
+            raise CLIError(f"--init {p}: no model folder and no checkpoint there")
+        from safetensors.torch import load_file
+
+        raw = load_file(str(ckpts[-1]))
+        state = {k[4:]: v for k, v in raw.items() if k.startswith("ema/")} or \
+            {k[6:]: v for k, v in raw.items() if k.startswith("model/")}
+    mine = model.state_dict()
+    if set(state) != set(mine) or any(state[k].shape != mine[k].shape for k in mine):
+        raise CLIError(f"--init {p}: the weights do not fit this network (another layout?)")
+    with torch.no_grad():
+        model.load_state_dict({k: v.to(mine[k].dtype) for k, v in state.items()})
 
 
 # ----------------------------------------------------------------------------- corpus
@@ -252,7 +289,8 @@ def enhance_file(model: Any, src: Path, dst: Path, settings: EnhanceSettings,
         model, wave, sr, sampler=settings.sampler, steps=settings.steps,
         corrector_steps=settings.corrector_steps, snr=settings.snr, seed=seed,
         chunk_seconds=settings.chunk_seconds, overlap_seconds=settings.overlap_seconds,
-        predictive=predictive if settings.sampler == "storm" else None, **extra)
+        predictive=predictive if settings.sampler == "storm"
+        or getattr(model.config, "center", "noisy") == "predictive" else None, **extra)
     clipped = write_audio(dst, est, sr)
     return {"input": str(src), "output": str(dst), "sample_rate": sr,
             "seconds": round(stats.audio_seconds, 3), "compute_seconds": round(stats.seconds, 3),

@@ -75,6 +75,11 @@ class TrainSettings:
         time_budget: stop at this many seconds of wall-clock time (checkpointed; ``--resume``
             continues towards ``steps``); ``none``: no limit.
         compile: run the U-Net through ``torch.compile`` (eager fallback), for GPUs.
+        center, center_on: ``predictive`` trains a StoRM-style model whose process and
+            condition are the estimate of the predictive model in ``center_on`` (a run or
+            model folder) instead of the noisy input.
+        init: start from these weights (a model folder, or a run folder: its model/ or the
+            EMA weights of its latest checkpoint) instead of a random initialisation.
     """
 
     model: Literal["sgmse", "predictive"] = "sgmse"
@@ -96,6 +101,9 @@ class TrainSettings:
     ckpt_every: int = 1000
     time_budget: float | None = None
     compile: bool = False
+    center: Literal["noisy", "predictive"] = "noisy"
+    center_on: str | None = None
+    init: str | None = None
 
     def __post_init__(self) -> None:
         self.network, self.spec = parse_table(self.network), parse_table(self.spec)

@@ -61,6 +61,8 @@ class ExperimentSettings:
             step reached is recorded), or ``None``.
         precision, compile: training precision (fp32, bf16) and ``torch.compile`` of the
             U-Net (GPU budgets).
+        center: ``noisy`` (SGMSE+) or ``predictive`` (a StoRM-style model centred on the
+            baseline's estimate; the baseline is then trained first).
         seed: corpus, initialisation, data order and sampling seed.
     """
 
@@ -89,6 +91,7 @@ class ExperimentSettings:
     predictive_time_budget: float | None = None
     precision: str = "fp32"
     compile: bool = False
+    center: str = "noisy"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -216,22 +219,27 @@ def train_pair(settings: ExperimentSettings, corpus: Path, run_root: Path, *,
     stats: dict[str, list[dict[str, Any]]] = {}
     models: dict[str, Any] = {}
     reached: dict[str, int] = {}
-    jobs = (("sgmse", settings.steps, settings.time_budget),
-            ("predictive", settings.predictive_steps, settings.predictive_time_budget))
+    jobs = [("sgmse", settings.steps, settings.time_budget),
+            ("predictive", settings.predictive_steps, settings.predictive_time_budget)]
+    if settings.center == "predictive":
+        jobs.reverse()  # the diffusion model trains on the baseline's estimates
     for name, steps, budget in jobs:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)
             if name == "sgmse":
                 model: Any = SGMSE(SGMSEConfig(objective=settings.objective,
-                                               preset=settings.preset, network=net, spec=spec))
+                                               preset=settings.preset, network=net, spec=spec,
+                                               center=settings.center))
             else:
                 model = SGMSEPredictive(PredictiveConfig(preset=settings.preset, network=net,
                                                          spec=spec))
         run = run_root / name
         shutil.rmtree(run, ignore_errors=True)
         fn = train_sgmse if name == "sgmse" else train_predictive
+        extra = {"predictive": models["predictive"]} if name == "sgmse" and \
+            settings.center == "predictive" else {}
         tic = time.perf_counter()
-        res = fn(model, corpus, run, steps=steps, batch_size=settings.batch_size,
+        res = fn(model, corpus, run, steps=steps, batch_size=settings.batch_size, **extra,
                  lr=settings.lr, ema=settings.ema, device=device, resume=False,
                  progress=True if progress is None else progress, seed=settings.seed,
                  segment_frames=settings.segment_frames,
@@ -266,10 +274,12 @@ def methods_of(settings: ExperimentSettings, trained: Trained
                ) -> list[tuple[str, Any, dict[str, Any]]]:
     """``(name, model, enhance keywords)`` of every method evaluated."""
     methods: list[tuple[str, Any, dict[str, Any]]] = [("predictive", trained.predictive, {})]
+    centred = getattr(trained.sgmse.config, "center", "noisy") == "predictive"
     for n in settings.sampler_steps:
         methods.append((f"sgmse_n{n}", trained.sgmse, {
             "sampler": settings.sampler, "steps": int(n),
-            "corrector_steps": settings.corrector_steps, "snr": settings.snr}))
+            "corrector_steps": settings.corrector_steps, "snr": settings.snr,
+            **({"predictive": trained.predictive} if centred else {})}))
     for n in settings.storm_steps:
         methods.append((f"storm_n{n}", trained.sgmse, {
             "sampler": "storm", "steps": int(n), "t_start": settings.storm_t_start,

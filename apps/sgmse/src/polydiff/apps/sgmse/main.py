@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="STFT frames per example (default: 256 = 2.04 s at 16 kHz)")
     p.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default: 0)")
+    p.add_argument("--center", choices=("noisy", "predictive"),
+                   help="what the diffusion process reverts to and is conditioned on: the "
+                   "noisy input (SGMSE+, default) or a predictive model's estimate "
+                   "(StoRM-style; needs --center-on)")
+    p.add_argument("--center-on", metavar="RUN",
+                   help="the predictive baseline (run or model folder) of --center predictive")
+    p.add_argument("--init", metavar="RUN",
+                   help="start from these weights (model folder, or a run folder: its model/ "
+                   "or its latest checkpoint's EMA weights)")
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="stop at this wall-clock time (the step reached is checkpointed and "
                    "reported; --resume continues towards --steps)")

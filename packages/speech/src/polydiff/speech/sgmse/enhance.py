@@ -244,17 +244,19 @@ def _process_chunk(model: SGMSE | SGMSEPredictive, wave: Tensor, sample_kw: dict
     length = wave.shape[-1]
     n_fft = model.representation.config.n_fft
     padded = torch.nn.functional.pad(wave, (0, max(n_fft - length, 0)))  # very short inputs
-    storm = isinstance(model, SGMSE) and predictive is not None \
-        and sample_kw.get("sampler") == "storm"
+    storm = sample_kw.get("sampler") == "storm"
+    centred = isinstance(model, SGMSE) and model.config.center == "predictive"
     multiple = model.padding_multiple
-    if storm:
-        assert predictive is not None
+    if isinstance(model, SGMSE) and predictive is not None and (storm or centred):
         multiple = math.lcm(multiple, predictive.padding_multiple)
     y, n = pad_frames(model.spectrogram(padded[None]), multiple)
     if isinstance(model, SGMSE):
         kw = dict(sample_kw)
-        if storm:
-            assert predictive is not None
+        if centred:  # StoRM-style: process and condition centred on D(y)
+            y = model.condition(y)
+            if storm:
+                kw["x0_init"] = y
+        elif storm and predictive is not None:
             kw["x0_init"] = predictive(y)
         x = sample_spec(model, y, seed=seed, **kw)
     else:
@@ -283,6 +285,13 @@ def enhance_with_stats(model: SGMSE | SGMSEPredictive, noisy: Any, sr: int, *,
                             f"{type(predictive).__name__}")
         if predictive.representation.config != model.representation.config:
             raise ValueError("the predictive and diffusion models use different STFT settings")
+    if isinstance(model, SGMSE) and model.config.center == "predictive":
+        if predictive is not None:
+            model.attach_predictive(predictive)
+        elif model.predictive is None:
+            raise ValueError("this SGMSE model is centred on a predictive estimate: pass its "
+                             "predictive model (predictive=..., sgmse enhance --predictive)")
+        predictive = model.predictive
     if int(sr) != sr or sr < 1000:
         raise ValueError(f"sample rate must be an integer >= 1000 Hz, got {sr}")
     wave = _as_wave(noisy)

@@ -158,6 +158,13 @@ def _train(model: SGMSE | SGMSEPredictive, data_root: str | os.PathLike[str],
            time_budget: float | None = None, compile: bool = False,
            **trainer_kw: Any) -> TrainResult:
     start = time.perf_counter()
+    predictive = trainer_kw.pop("predictive", None)
+    if isinstance(model, SGMSE) and model.config.center == "predictive":
+        if predictive is None and model.predictive is None:
+            raise ValueError("a center='predictive' SGMSE model trains on a predictive "
+                             "model's estimates: pass predictive=...")
+        if predictive is not None:
+            model.attach_predictive(predictive)
     data, extra = training_data(model, data_root, split=split, layout=layout,
                                 segment_frames=segment_frames, seed=seed, cache=cache)
     callbacks = list(trainer_kw.pop("callbacks", ()))
@@ -196,7 +203,8 @@ def train_sgmse(model: SGMSE, data_root: str | os.PathLike[str],
     the run to ``out_dir`` (resumed from its latest checkpoint with ``resume``).
 
     ``trainer_kw``: ``log_every``, ``ckpt_every``, ``grad_clip``, ``precision``,
-    ``callbacks`` (see :func:`make_trainer`), ``time_budget`` (seconds), ``compile``.
+    ``callbacks`` (see :func:`make_trainer`), ``time_budget`` (seconds), ``compile``,
+    ``predictive`` (the frozen predictive model of a ``center="predictive"`` model).
     Returns a :class:`TrainResult`; the model passed in holds the final (non-EMA) weights.
     """
     if not isinstance(model, SGMSE):
