@@ -416,7 +416,31 @@ def test_corrupt_weights_give_one_line(trained: dict, tmp_path: Path, capsys) ->
 
 
 # ----------------------------------------------------------------------------- demo
-def test_demo_quick(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_demo_quick_with_the_starter_weights(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The tour demo enhances held-out speech with the shipped starter weights; with an
+    empty cache (no real speech, no network in tests) it says it uses formant speech."""
+    monkeypatch.setenv("POLYDIFF_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    code, stdout, err = run(["demo", "-o", out, "--quick", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    m = result["metrics"]
+    assert m["data"] == "formant" and m["weights"] == "starter" and m["files"] == 1
+    for key in ("noisy/pesq", "predictive/si_sdr", "predictive/rtf", "sgmse/estoi",
+                "sgmse/rtf"):
+        assert key in m, key
+    assert m["predictive/si_sdr"] > m["noisy/si_sdr"]
+    assert {Path(p).name for p in result["figures"]} == {"spectrograms.png"}
+    assert len(result["audio"]) == 4 and all(Path(p).is_file() for p in result["audio"])
+    assert "Formant speech" in result["text"] and "starter weights" in result["text"]
+    assert not (tmp_path / "cache" / "debian").exists()  # nothing fetched
+
+
+def test_demo_quick_trains_without_starter_weights(tmp_path: Path, capsys,
+                                                  monkeypatch) -> None:
+    import polydiff.apps.sgmse.starter as starter
+
+    monkeypatch.setattr(starter, "STARTER_DIR", tmp_path / "no-weights")
     monkeypatch.setenv("POLYDIFF_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     code, stdout, err = run(["demo", "-o", out, "--quick", "--json"], capsys)

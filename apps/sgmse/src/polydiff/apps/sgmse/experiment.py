@@ -300,7 +300,8 @@ def _snr_of(corpus: Path, split: str) -> dict[str, float]:
 def evaluate_methods(settings: ExperimentSettings, corpus: Path, trained: Trained, *,
                      device: str = "cpu", keep: int = 0, progress: bool | None = None,
                      split: str = "test", max_files: int | None = None,
-                     methods: list[tuple[str, Any, dict[str, Any]]] | None = None
+                     methods: list[tuple[str, Any, dict[str, Any]]] | None = None,
+                     every: int = 1
                      ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Score the noisy input, the baseline and SGMSE (each of ``sampler_steps``, and the
     ``storm`` sampler at each of ``storm_steps``) on the ``split`` files of ``corpus``.
@@ -310,7 +311,7 @@ def evaluate_methods(settings: ExperimentSettings, corpus: Path, trained: Traine
     ``sgmse_n<N>``, ``storm_n<N>``); ``kept`` holds the waves of the first ``keep`` files
     (``{"rate", "files": [{"name", "clean", "noisy", <method>: wave}]}``), the per-SNR
     means (``"by_snr": {snr: {method: {...}}}``, where the corpus records SNRs), the PESQ mode
-    (``"pesq_mode"``) and the number of files.
+    (``"pesq_mode"``) and the number of files. ``every``: score every k-th file only.
     """
     from polydiff.core.cli import progress as bar
     from polydiff.speech.data import iter_pairs
@@ -319,7 +320,7 @@ def evaluate_methods(settings: ExperimentSettings, corpus: Path, trained: Traine
 
     methods = methods_of(settings, trained) if methods is None else methods
     rate = trained.sgmse.sample_rate
-    items = list(iter_pairs(corpus, split, sample_rate=rate))[:max_files]
+    items = list(iter_pairs(corpus, split, sample_rate=rate))[::every][:max_files]
     if not items:
         raise ValueError(f"{corpus}: no {split} files to evaluate")
     snrs = _snr_of(corpus, split)
