@@ -196,6 +196,11 @@ def test_storm_starts_from_the_predictive_estimate() -> None:
     assert st.nfe == 1 + 3 * 2  # one predictive pass, then 3 x (P + C)
     self_init = enhance_with_stats(model, x, SR, sampler="storm", steps=3, seed=1)[1]
     assert self_init.nfe == 1 + 3 * 2  # the model's own one-pass estimate at T
+    ode = enhance_with_stats(model, x, SR, sampler="storm", storm_base="euler", steps=3,
+                             predictive=pred, t_start=0.2, seed=1)[1]
+    assert ode.nfe == 1 + 3  # one pass per Euler step (the last one to t = 0 included)
+    with pytest.raises(ValueError, match="storm base"):
+        enhance(model, x, SR, sampler="storm", storm_base="storm", steps=2)
     y = model.spectrogram(torch.as_tensor(x)[None])[..., :16]
     with pytest.raises(ValueError, match="t_start"):
         sample_spec(model, y, steps=2, t_start=1.5)

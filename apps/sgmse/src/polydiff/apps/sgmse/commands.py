@@ -284,7 +284,9 @@ def enhance_file(model: Any, src: Path, dst: Path, settings: EnhanceSettings,
     if len(wave) < need:
         raise AudioError(f"{src}: too short ({len(wave)} samples at {sr} Hz; one STFT frame "
                          f"needs {need})")
-    extra = {} if settings.t_start is None else {"t_start": settings.t_start}
+    extra: dict[str, Any] = {} if settings.t_start is None else {"t_start": settings.t_start}
+    if settings.sampler == "storm":
+        extra["storm_base"] = settings.storm_base
     est, stats = enhance_with_stats(
         model, wave, sr, sampler=settings.sampler, steps=settings.steps,
         corrector_steps=settings.corrector_steps, snr=settings.snr, seed=seed,
@@ -328,7 +330,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     flags = {"sampler": "sampler", "steps": "steps", "snr": "snr",
              "corrector_steps": "corrector_steps", "chunk_seconds": "chunk_seconds",
              "overlap_seconds": "overlap_seconds", "device": "device", "seed": "seed",
-             "t_start": "t_start"}
+             "t_start": "t_start", "storm_base": "storm_base"}
     settings = load_config(EnhanceSettings, args.config, _overrides(args, flags))
     inp, out = Path(args.input), Path(args.output)
     jobs = resolve_outputs(inp, out)

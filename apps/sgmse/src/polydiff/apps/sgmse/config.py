@@ -134,6 +134,8 @@ class EnhanceSettings:
         steps: reverse steps N; corrector_steps, snr: the PC corrector.
         t_start: start the reverse process at this time instead of T (``storm``: from the
             predictive model's estimate; default 0.5 there).
+        storm_base: the sampler ``storm`` runs from ``t_start`` (``pc``, or a deterministic
+            solver such as ``euler`` or ``dpmpp_2m``).
         chunk_seconds: process files in chunks of this length, cross-faded over
             ``overlap_seconds`` (default 6 s: memory bounded whatever the file's length;
             ``none``: whole files at once).
@@ -146,6 +148,8 @@ class EnhanceSettings:
     snr: float = 0.5
     corrector_steps: int = 1
     t_start: float | None = None
+    storm_base: Literal["pc", "em", "euler", "heun", "ddim", "dpmpp_2m", "dpmpp_3m",
+                        "dpmpp_2m_sde", "unipc"] = "pc"
     chunk_seconds: float | None = 6.0
     overlap_seconds: float = 0.5
     device: str = "auto"

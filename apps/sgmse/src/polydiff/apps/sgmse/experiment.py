@@ -52,8 +52,8 @@ class ExperimentSettings:
         objective: SGMSE's objective (``score`` is SGMSE+).
         sampler, sampler_steps: the reverse sampler and the step counts evaluated.
         corrector_steps, snr: the annealed Langevin corrector of the PC sampler.
-        storm_steps, storm_t_start: step counts and start time of the predictive-then-
-            diffusion sampler (``storm``; none evaluated by default).
+        storm_steps, storm_t_start, storm_base: step counts, start time and base sampler
+            of the predictive-then-diffusion sampler (``storm``; none evaluated by default).
         corpus, sample_rate: ``formant`` (16 kHz; n_train/seconds/snr_db apply) or ``real``
             (8000 or 16000 Hz; training pairs mixed on the fly, ``n_test`` held-out
             utterances each at 0, 5 and 10 dB).
@@ -87,6 +87,7 @@ class ExperimentSettings:
     snr: float = 0.5
     storm_steps: tuple[int, ...] = ()
     storm_t_start: float = 0.5
+    storm_base: str = "pc"
     time_budget: float | None = None
     predictive_time_budget: float | None = None
     precision: str = "fp32"
@@ -283,6 +284,7 @@ def methods_of(settings: ExperimentSettings, trained: Trained
     for n in settings.storm_steps:
         methods.append((f"storm_n{n}", trained.sgmse, {
             "sampler": "storm", "steps": int(n), "t_start": settings.storm_t_start,
+            "storm_base": settings.storm_base,
             "corrector_steps": settings.corrector_steps, "snr": settings.snr,
             "predictive": trained.predictive}))
     return methods

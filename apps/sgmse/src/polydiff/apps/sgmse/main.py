@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "euler, heun, em")
     p.add_argument("--t-start", type=float, metavar="T",
                    help="start the reverse process at this time in (0, 1] (storm: 0.5)")
+    p.add_argument("--storm-base", metavar="NAME",
+                   help="the sampler storm runs from --t-start (pc, or euler, dpmpp_2m, ...)")
     p.add_argument("--steps", type=int, metavar="N", help="reverse steps (default: 30)")
     p.add_argument("--snr", type=float, metavar="R", help="PC corrector step size r (0.5)")
     p.add_argument("--corrector-steps", type=int, metavar="K",

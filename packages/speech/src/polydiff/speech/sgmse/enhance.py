@@ -109,14 +109,15 @@ def sample_spec(model: SGMSE, y: Tensor, *, sampler: str = "pc", steps: int = 30
                 corrector_steps: int = 1, snr: float = 0.5, seed: int | None = 0,
                 generator: torch.Generator | None = None, grid: str | None = None,
                 x_init: Tensor | None = None, x0_init: Tensor | None = None,
-                t_start: float | None = None, disable: bool | None = True,
-                **sampler_kw: Any) -> Tensor:
+                t_start: float | None = None, storm_base: str = "pc",
+                disable: bool | None = True, **sampler_kw: Any) -> Tensor:
     """Draw clean spectrograms given noisy ones ``y`` ``(B, 1, F, N)`` (``N`` a multiple of
     ``model.padding_multiple``) with a core sampler; returns ``(B, 1, F, N)``.
 
     ``x_init`` replaces the prior draw ``N(y, sigma(T)^2 I)``; ``t_start`` starts the reverse
     process at that time instead of ``T`` (from ``q(x_t | x0_init, y)``, ``x0_init``
-    defaulting to ``y``); ``"storm"`` is the PC sampler from ``t_start``
+    defaulting to ``y``); ``"storm"`` is the ``storm_base`` sampler (PC by default; a
+    deterministic solver such as ``"euler"`` or ``"dpmpp_2m"`` works too) from ``t_start``
     (:data:`STORM_T_START` by default) and ``x0_init`` (default: the model's own one-pass
     estimate at ``T``); ``grid`` overrides the time spacing
     (:func:`polydiff.core.grids.time_grid` kinds); ``sampler_kw`` goes to the core sampler
@@ -128,15 +129,18 @@ def sample_spec(model: SGMSE, y: Tensor, *, sampler: str = "pc", steps: int = 30
         raise ValueError(f"steps must be >= 1, got {steps}")
     y = as_spec_batch(y)
     process, den = model.process, model.denoiser()
-    kind, stochastic = SAMPLERS[sampler]
     if generator is None and seed is not None:
         generator = torch.Generator(device=y.device).manual_seed(int(seed))
     if sampler == "storm":
+        if storm_base not in SAMPLERS or storm_base == "storm":
+            raise ValueError(f"unknown storm base sampler {storm_base!r}; expected one of "
+                             f"{', '.join(k for k in SAMPLERS if k != 'storm')}")
         t_start = STORM_T_START if t_start is None else t_start
         if x0_init is None:  # the model's own one-pass estimate
             t_max = torch.full((y.shape[0],), float(process.t_max), device=y.device)
             x0_init = den.x0(y, t_max, y=y)
-        sampler = "pc"
+        sampler = storm_base
+    kind, stochastic = SAMPLERS[sampler]
     if t_start is not None:
         t_start = float(t_start)
         if not process.t_min < t_start <= process.t_max:
