@@ -14,18 +14,22 @@ segment length and learning rate, and the same steps or wall-clock budget. Repor
 test split (means over files, overall and per input SNR): PESQ (narrow-band, P.862, for
 this 8 kHz material), ESTOI and SI-SDR of the noisy input, the predictive baseline, SGMSE
 with the PC sampler (reverse diffusion + one annealed Langevin corrector step, r = 0.5) at
-N steps, and the predictive-then-diffusion sampler (``storm_n<N>``: the baseline's estimate
-diffused to t = 0.5, then N PC steps), with the real-time factor of each (compute seconds
-per audio second on the evaluation device, same files, after a warm-up).
+N steps from the prior, and the predictive-then-diffusion sampler (``storm_<base><N>_t<T>``:
+the baseline's estimate diffused to t = T, then N steps of the base sampler), with the
+real-time factor of each (compute seconds per audio second on the evaluation device, same
+files, after a warm-up). ``center = "predictive"`` (the cpu and gpu budgets) trains SGMSE
+on a process centred on the baseline's estimates (StoRM-style), so the baseline trains
+first; ``--set center='"noisy"'`` trains SGMSE+ as in the paper.
 
 Budgets (same code):
 
-* ``cpu``: real speech, a 1M-parameter U-Net trained for at most 600 steps / 6 minutes each
-  on the CPU, 8 held-out utterances per SNR (about 20 minutes on 2 quiet cores);
+* ``cpu``: real speech, a 1M-parameter U-Net; the baseline for at most 300 steps / 5
+  minutes, then SGMSE centred on its estimates (StoRM-style) for at most 400 steps / 8
+  minutes, on the CPU; 8 held-out utterances per SNR (about 20 minutes on 2 quiet cores);
 * ``gpu``: one GPU, about 5 minutes: a 2M-parameter U-Net with two ResNet blocks per level
   and attention at the lowest level (starter-sized), batch 32, bf16 autocast and
-  ``torch.compile``, SGMSE for 150 s and the baseline for 75 s of wall clock (the steps
-  reached are recorded), the whole test split;
+  ``torch.compile``; the baseline for 75 s, then SGMSE centred on its estimates for 150 s of
+  wall clock (the steps reached are recorded); the whole test split;
 * ``starter``: no training: scores the pair given with ``--models`` (default: the starter
   weights shipped with ``polydiff-sgmse``) on the whole test split, RTF on 2 CPU threads;
 * ``formant-cpu`` / ``formant-gpu``: the earlier budgets on espeak-ng formant speech.
@@ -87,19 +91,22 @@ GPU_NET = {"base_channels": 12, "channel_mults": [1, 2, 4, 4, 6], "num_res_block
 
 BUDGETS: dict[str, ExperimentSettings] = {
     "cpu": ExperimentSettings(corpus="real", sample_rate=8000, n_test=8, preset="small",
-                              network=CPU_NET, steps=600, predictive_steps=600,
-                              time_budget=360.0, predictive_time_budget=360.0, batch_size=8,
+                              network=CPU_NET, steps=400, predictive_steps=300,
+                              time_budget=480.0, predictive_time_budget=300.0, batch_size=8,
                               segment_frames=128, lr=5e-4, ema=0.99, objective="edm",
-                              sampler="pc", sampler_steps=(10, 30), storm_steps=(5,)),
+                              center="predictive", sampler="pc", sampler_steps=(10, 30),
+                              storm_variants=("euler:2@0.1", "pc:3@0.2")),
     "gpu": ExperimentSettings(corpus="real", sample_rate=8000, n_test=20, preset="small",
                               network=GPU_NET, steps=100000, predictive_steps=100000,
                               time_budget=150.0, predictive_time_budget=75.0, batch_size=32,
                               segment_frames=128, lr=5e-4, ema=0.999, objective="edm",
-                              precision="bf16", compile=True, sampler="pc",
-                              sampler_steps=(10, 30), storm_steps=(3, 5, 10)),
+                              precision="bf16", compile=True, center="predictive",
+                              sampler="pc", sampler_steps=(10, 30),
+                              storm_variants=("euler:2@0.1", "euler:3@0.3", "dpmpp_2m:5@0.5",
+                                              "pc:5@0.5")),
     "starter": ExperimentSettings(corpus="real", sample_rate=8000, n_test=20,
                                   objective="edm", sampler="pc", sampler_steps=(10, 30),
-                                  storm_steps=(3, 5, 10)),
+                                  storm_variants=("euler:2@0.1", "euler:3@0.2", "pc:3@0.2")),
     "formant-cpu": ExperimentSettings(n_train=100, n_test=10, seconds=(1.5, 2.5),
                                       preset="tiny", steps=600, predictive_steps=600,
                                       batch_size=4, segment_frames=64, lr=1e-3, ema=0.99,
@@ -231,7 +238,8 @@ def run(budget: str, settings: ExperimentSettings, device: str, work: Path | Non
             "settings": settings.to_dict(), "heldout": {
                 "split": split, "files": result["files"], "pesq_mode": result["pesq_mode"],
                 "results": results, "by_snr": result["by_snr"]},
-            "enhance": {"sampler": "storm", "steps": 5, "t_start": settings.storm_t_start}})
+            "enhance": {"sampler": "storm", "storm_base": "euler", "steps": 2,
+                        "t_start": 0.1}})
         result["exported"] = str(export)
     return result
 

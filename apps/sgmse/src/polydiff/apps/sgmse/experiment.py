@@ -54,6 +54,8 @@ class ExperimentSettings:
         corrector_steps, snr: the annealed Langevin corrector of the PC sampler.
         storm_steps, storm_t_start, storm_base: step counts, start time and base sampler
             of the predictive-then-diffusion sampler (``storm``; none evaluated by default).
+        storm_variants: more storm settings, each ``"BASE:N@T"`` (e.g. ``"euler:2@0.1"``:
+            2 Euler steps from t = 0.1), reported as ``storm_<BASE><N>_t<T>``.
         corpus, sample_rate: ``formant`` (16 kHz; n_train/seconds/snr_db apply) or ``real``
             (8000 or 16000 Hz; training pairs mixed on the fly, ``n_test`` held-out
             utterances each at 0, 5 and 10 dB).
@@ -88,6 +90,7 @@ class ExperimentSettings:
     storm_steps: tuple[int, ...] = ()
     storm_t_start: float = 0.5
     storm_base: str = "pc"
+    storm_variants: tuple[str, ...] = ()
     time_budget: float | None = None
     predictive_time_budget: float | None = None
     precision: str = "fp32"
@@ -100,10 +103,20 @@ class ExperimentSettings:
             raise ValueError(f"corpus must be 'formant' or 'real', got {self.corpus!r}")
         if self.corpus == "formant" and self.sample_rate != 16000:
             raise ValueError("the formant corpus is 16 kHz")
+        for v in self.storm_variants:
+            base, _, rest = v.partition(":")
+            n, _, t = rest.partition("@")
+            try:
+                ok = base != "" and int(n) >= 1 and 0.0 < float(t) <= 1.0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"storm variant {v!r} must look like BASE:N@T, e.g. "
+                                 "euler:2@0.1")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for k in ("seconds", "snr_db", "sampler_steps", "storm_steps"):
+        for k in ("seconds", "snr_db", "sampler_steps", "storm_steps", "storm_variants"):
             out[k] = list(getattr(self, k))
         return out
 
@@ -285,6 +298,13 @@ def methods_of(settings: ExperimentSettings, trained: Trained
         methods.append((f"storm_n{n}", trained.sgmse, {
             "sampler": "storm", "steps": int(n), "t_start": settings.storm_t_start,
             "storm_base": settings.storm_base,
+            "corrector_steps": settings.corrector_steps, "snr": settings.snr,
+            "predictive": trained.predictive}))
+    for v in settings.storm_variants:
+        base, _, rest = v.partition(":")
+        n, _, t = rest.partition("@")
+        methods.append((f"storm_{base}{int(n)}_t{float(t):g}", trained.sgmse, {
+            "sampler": "storm", "storm_base": base, "steps": int(n), "t_start": float(t),
             "corrector_steps": settings.corrector_steps, "snr": settings.snr,
             "predictive": trained.predictive}))
     return methods
