@@ -298,6 +298,38 @@ def test_release_check_every_member(capsys) -> None:
         assert f"release_check: OK {name} " in out, name
 
 
+def test_release_check_speech(capsys) -> None:
+    """The polydiff-speech wheel (with its core and gpu siblings) installs in a clean venv and
+    imports from there."""
+    rc = release_check.main(["--package", "polydiff-speech", "--no-deps"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "release_check: OK polydiff-speech" in out and "/venv/" in out
+
+
+def test_speech_pins_torchaudio_to_its_torch_build() -> None:
+    """torchaudio's wheels are built against one torch release: a range such as
+    ``torchaudio==2.11.*`` let a clean ``pip install polydiff-speech`` pick torchaudio 2.11.1
+    beside torch 2.11.0, which fails to import (undefined symbol). Both are pinned exactly,
+    to the same release, and the lock agrees."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((REPO / "packages/speech/pyproject.toml").read_text())
+    pins = {}
+    for text in deps["project"]["dependencies"]:
+        req = Requirement(text)
+        if req.name in ("torch", "torchaudio"):
+            (spec,) = req.specifier
+            assert spec.operator == "==" and "*" not in spec.version, text
+            pins[req.name] = spec.version
+    assert pins.keys() == {"torch", "torchaudio"} and pins["torch"] == pins["torchaudio"]
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    locked = {p["name"]: p["version"] for p in lock["package"]}
+    assert locked["torchaudio"] == pins["torchaudio"] and locked["torch"] == pins["torch"]
+
+
 # ----------------------------------------------------------------------------- shell tools
 @pytest.mark.parametrize("script", sorted(p.name for p in TOOLS.glob("*.sh")))
 def test_shell_tools_parse(script: str) -> None:

@@ -1,33 +1,48 @@
-"""SGMSE+ against its predictive baseline on held-out voices and noise types.
+"""SGMSE+ against its predictive baseline on held-out real speech (or formant speech).
 
 Richter, Welker, Lemercier, Lay, Gerkmann (2023), "Speech Enhancement and Dereverberation with
 Diffusion-based Generative Models" (SGMSE+): the paper compares SGMSE+ with a predictive
-model of the same network; this benchmark does the same on polydiff's offline corpus.
+model of the same network; this benchmark does the same.
 
-Corpus: :func:`polydiff.speech.corpus.cached_corpus` (espeak-ng formant voices in noise;
-the test split's voices and noise types never occur in training). Both models get the same
-network layout, optimizer steps, batch, segment length and learning rate. Reported on the
-test split (means over files): PESQ-WB, ESTOI and SI-SDR of the noisy input, the predictive
-baseline and SGMSE at N = 5, 10, 30 steps of the PC sampler (reverse diffusion + one
-annealed Langevin corrector step, r = 0.5), and the real-time factor of each (compute
-seconds per audio second, measured on the same files after a warm-up).
+Corpus (``corpus = "real"``, the default budgets): real recorded speech from Debian's voice
+prompts (:mod:`polydiff.speech.realcorpus`, fetched once into the cache; or built from a
+carried sources pack with ``--sources``): training speakers es_MX, it_IT (two), validation
+fr_CA, **test ru_RU: a speaker and a language never trained on**; each held-out utterance is
+mixed at 0, 5 and 10 dB with one of eight noise types (coloured, bursty, hum, real babble of
+held-out talkers, speech-shaped, music-like). Both models get the same network layout, batch,
+segment length and learning rate, and the same steps or wall-clock budget. Reported on the
+test split (means over files, overall and per input SNR): PESQ (narrow-band, P.862, for
+this 8 kHz material), ESTOI and SI-SDR of the noisy input, the predictive baseline, SGMSE
+with the PC sampler (reverse diffusion + one annealed Langevin corrector step, r = 0.5) at
+N steps from the prior, and the predictive-then-diffusion sampler (``storm_<base><N>_t<T>``:
+the baseline's estimate diffused to t = T, then N steps of the base sampler), with the
+real-time factor of each (compute seconds per audio second on the evaluation device, same
+files, after a warm-up). ``center = "predictive"`` (the cpu and gpu budgets) trains SGMSE
+on a process centred on the baseline's estimates (StoRM-style), so the baseline trains
+first; ``--set center='"noisy"'`` trains SGMSE+ as in the paper.
 
 Budgets (same code):
 
-* ``cpu``: minutes on a CPU: the ``tiny`` network (about 10k parameters), the data-prediction
-  objective (the score objective does not train to a usable sampler at this size and
-  budget; see tools/bench/README.md), 64-frame segments;
-* ``gpu``: one GPU, about ten minutes: the ``small`` network (1.5M parameters), the ``edm``
-  objective (EDM preconditioning of the same OUVE model: with SGMSE+'s score objective a
-  67k-parameter network's sampler diverges on CPU, see tools/bench/README.md; compare with
-  ``--set objective='"score"'``), 128-frame segments, more data and steps.
+* ``cpu``: real speech, a 1M-parameter U-Net; the baseline for at most 300 steps / 5
+  minutes, then SGMSE centred on its estimates (StoRM-style) for at most 400 steps / 8
+  minutes, on the CPU; 8 held-out utterances per SNR (about 20 minutes on 2 quiet cores);
+* ``gpu``: one GPU, about 5 minutes: a 2M-parameter U-Net with two ResNet blocks per level
+  and attention at the lowest level (starter-sized), batch 32, bf16 autocast and
+  ``torch.compile``; the baseline for 75 s, then SGMSE centred on its estimates for 150 s of
+  wall clock (the steps reached are recorded); the whole test split;
+* ``starter``: no training: scores the pair given with ``--models`` (default: the starter
+  weights shipped with ``polydiff-sgmse``) on the whole test split, RTF on 2 CPU threads;
+* ``formant-cpu`` / ``formant-gpu``: the earlier budgets on espeak-ng formant speech.
 
-    python tools/bench/sgmse.py --budget cpu               # table
-    python tools/bench/sgmse.py --budget gpu --json --out sgmse_gpu.json
-    python tools/bench/sgmse.py --budget cpu --set steps=20 n_train=8 n_test=2   # smoke run
+    python tools/bench/sgmse.py --budget starter                  # table (shipped weights)
+    python tools/bench/sgmse.py --budget cpu --json --out sgmse_cpu.json
+    python tools/bench/sgmse.py --budget gpu --sources out/sgmse-data/sources --export OUT
+    python tools/bench/sgmse.py --budget cpu --set steps=20 predictive_steps=20 n_test=2
 
 ``--json`` prints exactly one JSON object on stdout (progress and logs go to stderr).
-Formant speech is not natural speech: these numbers are not comparable with VoiceBank-DEMAND.
+``--export DIR`` saves the trained pair as a starter-weight candidate (``DIR/sgmse``,
+``DIR/predictive`` in bf16 safetensors, ``DIR/manifest.json`` with the command, device, wall
+time and held-out metrics).
 """
 
 from __future__ import annotations
@@ -36,6 +51,8 @@ import argparse
 import contextlib
 import io
 import platform
+import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +68,7 @@ if _APP_SRC.is_dir() and str(_APP_SRC) not in sys.path:
 
 from polydiff.apps.sgmse.experiment import (  # noqa: E402
     ExperimentSettings,
+    Trained,
     evaluate_methods,
     prepare_corpus,
     train_pair,
@@ -62,15 +80,41 @@ from polydiff.core.cli import (  # noqa: E402
     emit,
 )
 
+#: The layout of the cpu budget (and of the CPU-trained starter weights): 8 channels at
+#: full resolution, capacity at the coarse levels (1.0M parameters, cheap per frame).
+CPU_NET = {"base_channels": 8, "channel_mults": [1, 2, 4, 8, 8], "num_res_blocks": 1,
+           "attention_levels": [], "mid_attention": True, "num_heads": 2, "norm_groups": 4}
+#: The gpu budget's layout: two ResNet blocks per level and attention at the lowest level,
+#: as NCSN++, at a size that still fits the starter weights' limits (bf16, 8 MB for both).
+GPU_NET = {"base_channels": 12, "channel_mults": [1, 2, 4, 4, 6], "num_res_blocks": 2,
+           "attention_levels": [4], "mid_attention": True, "num_heads": 4, "norm_groups": 4}
+
 BUDGETS: dict[str, ExperimentSettings] = {
-    "cpu": ExperimentSettings(n_train=100, n_test=10, seconds=(1.5, 2.5), preset="tiny",
-                              steps=600, predictive_steps=600, batch_size=4,
-                              segment_frames=64, lr=1e-3, ema=0.99, objective="data",
-                              sampler="pc", sampler_steps=(5, 10, 30)),
-    "gpu": ExperimentSettings(n_train=400, n_test=20, seconds=(2.0, 3.0), preset="small",
-                              steps=6000, predictive_steps=6000, batch_size=8,
-                              segment_frames=128, lr=3e-4, ema=0.999, objective="edm",
-                              sampler="pc", sampler_steps=(5, 10, 30)),
+    "cpu": ExperimentSettings(corpus="real", sample_rate=8000, n_test=8, preset="small",
+                              network=CPU_NET, steps=400, predictive_steps=300,
+                              time_budget=480.0, predictive_time_budget=300.0, batch_size=8,
+                              segment_frames=128, lr=5e-4, ema=0.99, objective="edm",
+                              center="predictive", sampler="pc", sampler_steps=(10, 30),
+                              storm_variants=("euler:2@0.1", "pc:3@0.2")),
+    "gpu": ExperimentSettings(corpus="real", sample_rate=8000, n_test=20, preset="small",
+                              network=GPU_NET, steps=100000, predictive_steps=100000,
+                              time_budget=150.0, predictive_time_budget=75.0, batch_size=32,
+                              segment_frames=128, lr=5e-4, ema=0.999, objective="edm",
+                              precision="bf16", compile=True, center="predictive",
+                              sampler="pc", sampler_steps=(10, 30),
+                              storm_variants=("euler:2@0.1", "euler:3@0.3", "dpmpp_2m:5@0.5",
+                                              "pc:5@0.5")),
+    "starter": ExperimentSettings(corpus="real", sample_rate=8000, n_test=20,
+                                  objective="edm", sampler="pc", sampler_steps=(10, 30),
+                                  storm_variants=("euler:2@0.1", "euler:3@0.2", "pc:3@0.2")),
+    "formant-cpu": ExperimentSettings(n_train=100, n_test=10, seconds=(1.5, 2.5),
+                                      preset="tiny", steps=600, predictive_steps=600,
+                                      batch_size=4, segment_frames=64, lr=1e-3, ema=0.99,
+                                      objective="data", sampler="pc", sampler_steps=(5, 10, 30)),
+    "formant-gpu": ExperimentSettings(n_train=400, n_test=20, seconds=(2.0, 3.0),
+                                      preset="small", steps=6000, predictive_steps=6000,
+                                      batch_size=8, segment_frames=128, lr=3e-4, ema=0.999,
+                                      objective="edm", sampler="pc", sampler_steps=(5, 10, 30)),
 }
 
 
@@ -88,50 +132,135 @@ def settings_for(budget: str, overrides: list[str]) -> ExperimentSettings:
     return config_from_dict(ExperimentSettings, data)
 
 
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def load_pair(folder: Path) -> Trained:
+    """A trained pair from ``folder/sgmse`` and ``folder/predictive``."""
+    from polydiff.speech.sgmse.model import SGMSE, SGMSEPredictive
+
+    return Trained(SGMSE.from_pretrained(folder / "sgmse"),
+                   SGMSEPredictive.from_pretrained(folder / "predictive"), {}, {}, cached=True)
+
+
+def export_pair(trained: Trained, folder: Path, manifest: dict[str, Any]) -> Path:
+    """Save ``trained`` as a starter-weight candidate (bf16 safetensors + manifest)."""
+    import copy
+    import json
+
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, model in (("sgmse", trained.sgmse), ("predictive", trained.predictive)):
+        m = copy.deepcopy(model).cpu().to(torch.bfloat16)
+        m.save_pretrained(folder / name)
+    sizes = {n: (folder / n / "model.safetensors").stat().st_size for n in ("sgmse",
+                                                                           "predictive")}
+    manifest = {**manifest, "weights_bytes": sizes, "dtype": "bfloat16"}
+    atomic_write(folder / "manifest.json", json.dumps(manifest, indent=1, default=str) + "\n")
+    return folder
+
+
 def run(budget: str, settings: ExperimentSettings, device: str, work: Path | None,
-        progress: bool | None) -> dict[str, Any]:
-    """Build the corpus, train both models, evaluate; returns the result object."""
+        progress: bool | None, *, models: Path | None = None, sources: Path | None = None,
+        split: str = "test", rtf_threads: int | None = None, export: Path | None = None,
+        command: str | None = None) -> dict[str, Any]:
+    """Build the corpus, train both models (or load ``models``), evaluate; returns the
+    result object (and saves the pair as a starter candidate into ``export``)."""
     import torch
 
     from polydiff.gpu import device_info, select_device
 
     dev = select_device(device)
     tic = time.perf_counter()
-    corpus = prepare_corpus(settings, show_progress=progress)
+    corpus = prepare_corpus(settings, show_progress=progress, sources=sources)
     corpus_s = time.perf_counter() - tic
     with contextlib.ExitStack() as stack:
-        root = work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sgmse-")))
-        trained = train_pair(settings, corpus, root, device=str(dev), progress=progress,
-                             log=lambda m: print(f"sgmse bench: {m}", file=sys.stderr))
+        if models is not None:
+            trained = load_pair(models)
+        else:
+            root = work or Path(stack.enter_context(tempfile.TemporaryDirectory(
+                prefix="sgmse-")))
+            trained = train_pair(settings, corpus, root, device=str(dev), progress=progress,
+                                 log=lambda m: print(f"sgmse bench: {m}", file=sys.stderr))
         for model in (trained.sgmse, trained.predictive):
-            model.to(dev)
-        results, _ = evaluate_methods(settings, corpus, trained, device=str(dev),
-                                      progress=progress)
+            model.float().to(dev)
+        threads = torch.get_num_threads()
+        if rtf_threads:
+            torch.set_num_threads(rtf_threads)
+        try:
+            results, kept = evaluate_methods(settings, corpus, trained, device=str(dev),
+                                             progress=progress, split=split)
+        finally:
+            torch.set_num_threads(threads)
     info = device_info(dev)
-    return {
+    params = {n: sum(p.numel() for p in m.parameters())
+              for n, m in (("sgmse", trained.sgmse), ("predictive", trained.predictive))}
+    result = {
         "budget": budget,
         "results": results,
+        "by_snr": kept["by_snr"],
+        "pesq_mode": kept["pesq_mode"],
+        "files": kept["count"],
+        "split": split,
         "settings": settings.to_dict(),
+        "models": str(models) if models is not None else None,
         "device": info.get("name", str(dev)),
         "device_type": dev.type,
         "train_seconds": trained.seconds,
-        "parameters": sum(p.numel() for p in trained.sgmse.parameters()),
-        "corpus": {"path": str(corpus), "seconds": round(corpus_s, 1),
-                   "test": "held-out voices and noise types (brown, hum)"},
+        "train_steps": trained.steps,
+        "parameters": params,
+        "network": trained.sgmse.config.network.__dict__,
+        "corpus": {"path": str(corpus), "seconds": round(corpus_s, 1), "kind": settings.corpus,
+                   "test": ("speaker ru_RU_f_IvrvoiceRU (a language never trained on), "
+                            "0/5/10 dB, 8 noise types" if settings.corpus == "real" else
+                            "held-out voices and noise types (brown, hum)")},
         "torch": torch.__version__, "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
+        "threads": rtf_threads or torch.get_num_threads(),
+        "commit": _commit(),
         "wall_s": round(time.perf_counter() - tic, 1),
-        "note": "espeak-ng formant speech; not comparable with VoiceBank-DEMAND numbers",
+        "note": ("real recorded speech (Debian voice prompts), 8 kHz, narrow-band PESQ"
+                 if settings.corpus == "real" else
+                 "espeak-ng formant speech; not comparable with VoiceBank-DEMAND numbers"),
+        "command": command,
     }
+    if export is not None:
+        export_pair(trained, export, {
+            "format": "polydiff-sgmse-starter", "train_command": command,
+            "commit": result["commit"], "device": result["device"],
+            "train_seconds": trained.seconds, "train_steps": trained.steps,
+            "settings": settings.to_dict(), "heldout": {
+                "split": split, "files": result["files"], "pesq_mode": result["pesq_mode"],
+                "results": results, "by_snr": result["by_snr"]},
+            "enhance": {"sampler": "storm", "storm_base": "euler", "steps": 2,
+                        "t_start": 0.1}})
+        result["exported"] = str(export)
+    return result
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None or v != v else format(v, spec)
 
 
 def _table(result: dict[str, Any]) -> str:
+    mode = result.get("pesq_mode", "wb").upper()
     lines = [f"SGMSE bench, budget {result['budget']} on {result['device']} "
-             f"({result['wall_s']} s)", "",
-             f"{'method':<12} {'PESQ':>6} {'ESTOI':>6} {'SI-SDR':>7} {'RTF':>7}"]
+             f"({result['wall_s']} s; {result['files']} {result['split']} files)", "",
+             f"{'method':<14} {'PESQ-' + mode:>8} {'ESTOI':>6} {'SI-SDR':>7} {'RTF':>7}"]
     for name, r in result["results"].items():
-        rtf = f"{r['rtf']:7.3f}" if "rtf" in r else f"{'-':>7}"
-        lines.append(f"{name:<12} {r['pesq']:6.2f} {r['estoi']:6.3f} {r['si_sdr']:7.2f} {rtf}")
+        lines.append(f"{name:<14} {_fmt(r['pesq'], '8.2f')} {_fmt(r['estoi'], '6.3f')} "
+                     f"{_fmt(r['si_sdr'], '7.2f')} {_fmt(r.get('rtf'), '7.3f')}")
+    for snr, methods in result.get("by_snr", {}).items():
+        lines += ["", f"input SNR {snr} dB:"]
+        for name, r in methods.items():
+            lines.append(f"  {name:<12} {_fmt(r['pesq'], '8.2f')} {_fmt(r['estoi'], '6.3f')} "
+                         f"{_fmt(r['si_sdr'], '7.2f')}")
     return "\n".join(lines)
 
 
@@ -140,9 +269,20 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     p.add_argument("--device", default=None,
-                   help="cpu for the cpu budget, auto (CUDA if present) for gpu by default")
+                   help="cpu for the cpu/starter budgets, auto (CUDA if present) otherwise")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override ExperimentSettings fields, e.g. steps=100 n_test=4")
+    p.add_argument("--models", type=Path, metavar="DIR",
+                   help="evaluate this trained pair (DIR/sgmse, DIR/predictive) instead of "
+                   "training (budget starter: default the shipped starter weights)")
+    p.add_argument("--sources", type=Path, metavar="DIR",
+                   help="build the real corpus from this sources pack (no network needed)")
+    p.add_argument("--split", default="test", choices=("test", "valid"),
+                   help="held-out split to score (valid: for tuning)")
+    p.add_argument("--rtf-threads", type=int, metavar="N",
+                   help="torch threads while evaluating (default: 2 on the CPU)")
+    p.add_argument("--export", type=Path, metavar="DIR",
+                   help="save the trained pair as a starter-weight candidate")
     p.add_argument("--work", type=Path, help="keep the training runs here (default: temp)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", type=Path, help="also write the JSON object to this file")
@@ -151,13 +291,26 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_for(args.budget, args.set)
     except (ValueError, TypeError) as err:
         raise SystemExit(f"sgmse bench: {err}") from None
-    device = args.device or ("cpu" if args.budget == "cpu" else "auto")
+    models = args.models
+    if args.budget == "starter" and models is None:
+        from polydiff.apps.sgmse.commands import starter_dir
+
+        models = starter_dir()
+    if models is not None and not (models / "sgmse" / "config.json").is_file():
+        raise SystemExit(f"sgmse bench: --models {models}: no sgmse/config.json there")
+    device = args.device or ("cpu" if args.budget in ("cpu", "starter", "formant-cpu")
+                             else "auto")
     import torch
 
+    rtf_threads = args.rtf_threads or (2 if device == "cpu" else None)
     if device == "cpu":
         torch.set_num_threads(min(torch.get_num_threads(), 2))
+    command = "python tools/bench/sgmse.py " + shlex.join(argv if argv is not None
+                                                         else sys.argv[1:])
     with contextlib.redirect_stdout(sys.stderr):  # engine logs must not reach stdout
-        result = run(args.budget, settings, device, args.work, None)
+        result = run(args.budget, settings, device, args.work, None, models=models,
+                     sources=args.sources, split=args.split, rtf_threads=rtf_threads,
+                     export=args.export, command=command)
     buf = io.StringIO()
     emit(result, True, file=buf)
     text = buf.getvalue().strip()
@@ -167,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["BUDGETS", "main", "run", "settings_for"]
+__all__ = ["BUDGETS", "CPU_NET", "GPU_NET", "export_pair", "load_pair", "main", "run",
+           "settings_for"]
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -33,7 +33,8 @@ def leftovers(folder: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- help
-@pytest.mark.parametrize("verb", ["", "train", "enhance", "evaluate", "bench", "demo"])
+@pytest.mark.parametrize("verb", ["", "train", "corpus", "enhance", "evaluate", "bench",
+                                  "demo"])
 def test_help_is_instant_and_imports_no_torch(verb: str) -> None:
     code = ("import sys, time; t = time.perf_counter(); from polydiff.apps.sgmse.main import "
             "main\ntry:\n    main([" + (f"'{verb}', " if verb else "") + "'--help'])\n"
@@ -212,6 +213,145 @@ def test_evaluate_writes_metrics(corpus: Path, trained: dict, tmp_path: Path, ca
     assert code == 0 and "si_sdr" in out
 
 
+def _speechish(n: int, sr: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / sr
+    x = sum(np.sin(2 * np.pi * k * 180 * t) / k for k in range(1, 10))
+    return 0.3 * x * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2) \
+        + 0.003 * rng.standard_normal(n)
+
+
+def _speech(sr: int) -> np.ndarray:
+    """Formant speech (espeak-ng), which PESQ detects as speech."""
+    from polydiff.speech.corpus import synthesize
+
+    x = synthesize("The birch canoe slid on the smooth planks.", sample_rate=sr)
+    return 0.5 * x / np.abs(x).max()
+
+
+def test_evaluate_reports_bad_files_and_exits_2(tmp_path: Path, capsys) -> None:
+    """Regression (issue 10): every unusable file used to give a NaN row with exit code 0;
+    a silent estimate was reported as a silent reference; a shorter estimate was silently
+    truncated and scored better. Now: one line per bad file, exit code 2, no NaN written,
+    a length mismatch is an error unless --align."""
+    sr = 16000
+    s = _speech(sr)
+    for name in ("good", "silent", "short", "junk"):
+        _write(tmp_path / "clean" / f"{name}.wav", s, sr)
+    _write(tmp_path / "enh" / "good.wav", s + 0.01 * np.sin(np.arange(s.size)), sr)
+    _write(tmp_path / "enh" / "silent.wav", np.zeros_like(s), sr)
+    _write(tmp_path / "enh" / "short.wav", s[: s.size // 2], sr)
+    (tmp_path / "enh" / "junk.wav").write_bytes(b"not audio")
+    code, out, err = run(["evaluate", "--clean", tmp_path / "clean", "--enhanced",
+                          tmp_path / "enh", "-o", tmp_path / "m", "--json"], capsys)
+    assert code == 2 and "Traceback" not in err
+    lines = error_lines(err)
+    assert sum("silent.wav" not in ln and ln.startswith("sgmse: silent: ") for ln in lines) == 1
+    assert any(ln.startswith("sgmse: silent: pesq: silent estimate") for ln in lines)
+    assert not any("silent reference" in ln for ln in lines)
+    assert any(ln.startswith("sgmse: short: ") and "shorter than its reference" in ln
+               for ln in lines)
+    assert any(ln.startswith("sgmse: junk: ") and "not a readable" in ln for ln in lines)
+    assert lines[-1].startswith("sgmse: error: 3 of 4 file(s) could not be scored")
+    result = json.loads(out)
+    assert result["scored"] == 1 and result["failed"] == 3 and result["pesq_mode"] == "wb"
+    for path in (tmp_path / "m" / "metrics.json", tmp_path / "m" / "metrics.csv"):
+        text = path.read_text()
+        assert "NaN" not in text and "nan" not in text.lower().replace("name", "")
+    assert len(json.loads((tmp_path / "m" / "metrics.json").read_text())["rows"]) == 1
+    # --align zero-pads the short estimate: scored, and worse than the good one
+    (tmp_path / "enh" / "silent.wav").unlink()
+    (tmp_path / "enh" / "junk.wav").unlink()
+    code, out, err = run(["evaluate", "--clean", tmp_path / "clean", "--enhanced",
+                          tmp_path / "enh", "-o", tmp_path / "m2", "--align", "--json"],
+                         capsys)
+    assert code == 0, err
+    rows = {r["name"]: r for r in
+            json.loads((tmp_path / "m2" / "metrics.json").read_text())["rows"]}
+    assert rows["short"]["si_sdr"] < rows["good"]["si_sdr"] - 10
+    # every file unusable: exit 2, nothing but nulls for the means
+    (tmp_path / "bad").mkdir()
+    _write(tmp_path / "bad" / "good.wav", np.zeros_like(s), sr)
+    code, out, err = run(["evaluate", "--clean", tmp_path / "clean", "--enhanced",
+                          tmp_path / "bad", "-o", tmp_path / "m3", "--json"], capsys)
+    assert code == 2 and json.loads(out)["pesq"] is None and "NaN" not in out
+
+
+def test_evaluate_pesq_modes(tmp_path: Path, capsys) -> None:
+    """Narrow-band PESQ at 8 kHz; wide-band refused for 8 kHz material with one line."""
+    sr = 8000
+    s = _speech(sr)
+    _write(tmp_path / "clean" / "a.wav", s, sr)
+    _write(tmp_path / "enh" / "a.wav", s + 0.02 * np.sin(np.arange(s.size)), sr)
+    code, out, err = run(["evaluate", "--clean", tmp_path / "clean", "--enhanced",
+                          tmp_path / "enh", "-o", tmp_path / "m", "--json"], capsys)
+    assert code == 0, err
+    auto = json.loads(out)
+    assert auto["pesq_mode"] == "nb" and 1.0 < auto["pesq"] <= 4.55
+    code, out, err = run(["evaluate", "--clean", tmp_path / "clean", "--enhanced",
+                          tmp_path / "enh", "-o", tmp_path / "m", "--pesq", "nb", "--json"],
+                         capsys)
+    assert code == 0 and json.loads(out)["pesq"] == auto["pesq"]
+    code, out, err = run(["evaluate", "--clean", tmp_path / "clean", "--enhanced",
+                          tmp_path / "enh", "-o", tmp_path / "m4", "--pesq", "wb"], capsys)
+    assert code == 2 and out == "" and len(error_lines(err)) == 1
+    assert "wide-band PESQ needs material sampled at 16 kHz" in err and "Traceback" not in err
+
+
+def test_enhance_folder_progress_and_incremental_summary(corpus: Path, trained: dict,
+                                                         tmp_path: Path, capsys) -> None:
+    """Off a terminal a folder run prints one line per file, and enhance-summary.json is
+    rewritten after every file (so an interrupted run keeps its statistics)."""
+    out_dir = tmp_path / "enh"
+    code, out, err = run(["enhance", corpus / "test" / "noisy", "-o", out_dir, "--model",
+                          trained["run"], "--steps", "2"], capsys)
+    assert code == 0, err
+    lines = [ln for ln in error_lines(err) if ln.startswith("sgmse: enhance ")]
+    assert [ln.split(":")[1].split()[-1] for ln in lines] == ["1/2", "2/2"]
+    assert all("rtf" in ln for ln in lines)
+    summary = json.loads((out_dir / "enhance-summary.json").read_text())
+    assert summary["written"] == 2 and summary["pending"] == 0 and len(summary["outputs"]) == 2
+    assert summary["settings"]["chunk_seconds"] == 6.0  # chunked by default
+
+
+def test_corpus_verb_from_a_sources_pack(tmp_path: Path, capsys) -> None:
+    """'sgmse corpus' builds the held-out splits from a sources pack without network."""
+    from polydiff.speech import realcorpus as rc
+
+    sources = tmp_path / "pack"
+    (sources).mkdir()
+    rng = np.random.default_rng(0)
+    spec = rc.SourcesSpec()
+    index = {"format": "polydiff-speech-real-sources", "version": rc.SOURCES_VERSION,
+             "sample_rate": 8000, "spec": json.loads(json.dumps(
+                 __import__("dataclasses").asdict(spec))), "speakers": {}}
+    for k, (speaker, role) in enumerate(spec.roles().items()):
+        parts = [_speechish(int(rng.uniform(0.6, 1.2) * 8000), 8000, k * 10 + i)
+                 for i in range(8)]
+        bounds = np.cumsum([0] + [p.size for p in parts]).tolist()
+        sf.write(sources / f"{speaker}.flac", np.concatenate(parts), 8000, subtype="PCM_16")
+        index["speakers"][speaker] = {
+            "role": role, "language": speaker[:2], "file": f"{speaker}.flac", "seconds": 1,
+            "prompts": [[f"p{i}", bounds[i], bounds[i + 1]] for i in range(8)]}
+    h = np.zeros((1, 400), dtype=np.float16)
+    h[0, 0] = 1.0
+    np.savez_compressed(sources / "rirs.npz", rirs=h, lengths=np.array([400]),
+                        gains=np.array([1.0]), sample_rate=np.array(16000))
+    index["rirs"] = {"file": "rirs.npz", "count": 1, "sample_rate": 16000, "rooms": []}
+    (sources / "index.json").write_text(json.dumps(index))
+    code, out, err = run(["corpus", "-o", tmp_path / "c", "--sources", sources, "--json",
+                          "--set", "n_test=2", "n_valid=1"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["test_files"] == 6 and result["valid_files"] == 3
+    assert "test ru_RU_f_IvrvoiceRU" in result["description"]
+    code, _, err = run(["corpus", "-o", tmp_path / "c", "--sources", sources], capsys)
+    assert code == 2 and "already exists" in err
+    code, _, err = run(["corpus", "-o", tmp_path / "d", "--sources", sources, "--set",
+                        "bogus=1"], capsys)
+    assert code == 2 and "bogus" in err
+
+
 # ----------------------------------------------------------------------------- bench
 def test_bench_tiny(corpus: Path, trained: dict, tmp_path: Path, capsys) -> None:
     out_json = tmp_path / "bench.json"
@@ -276,7 +416,31 @@ def test_corrupt_weights_give_one_line(trained: dict, tmp_path: Path, capsys) ->
 
 
 # ----------------------------------------------------------------------------- demo
-def test_demo_quick(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_demo_quick_with_the_starter_weights(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The tour demo enhances held-out speech with the shipped starter weights; with an
+    empty cache (no real speech, no network in tests) it says it uses formant speech."""
+    monkeypatch.setenv("POLYDIFF_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    code, stdout, err = run(["demo", "-o", out, "--quick", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    m = result["metrics"]
+    assert m["data"] == "formant" and m["weights"] == "starter" and m["files"] == 1
+    for key in ("noisy/pesq", "predictive/si_sdr", "predictive/rtf", "sgmse/estoi",
+                "sgmse/rtf"):
+        assert key in m, key
+    assert m["predictive/si_sdr"] > m["noisy/si_sdr"]
+    assert {Path(p).name for p in result["figures"]} == {"spectrograms.png"}
+    assert len(result["audio"]) == 4 and all(Path(p).is_file() for p in result["audio"])
+    assert "Formant speech" in result["text"] and "starter weights" in result["text"]
+    assert not (tmp_path / "cache" / "debian").exists()  # nothing fetched
+
+
+def test_demo_quick_trains_without_starter_weights(tmp_path: Path, capsys,
+                                                  monkeypatch) -> None:
+    import polydiff.apps.sgmse.starter as starter
+
+    monkeypatch.setattr(starter, "STARTER_DIR", tmp_path / "no-weights")
     monkeypatch.setenv("POLYDIFF_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     code, stdout, err = run(["demo", "-o", out, "--quick", "--json"], capsys)

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from polydiff.speech.audio import AudioError
+from polydiff.speech.audio import AudioError, resample
 from polydiff.speech.metrics import (
     estoi,
     evaluate_folder,
     evaluate_pair,
+    pesq,
     pesq_wb,
     si_sdr,
     snr,
@@ -105,12 +106,42 @@ def test_metrics_increase_with_snr_on_espeak_speech():
     assert rows[0]["estoi"] < 0.5 < 0.9 < rows[-1]["estoi"]
 
 
-def test_other_rates_are_resampled_for_pesq():
+def test_pesq_modes_and_rates():
     s16 = speech_like()
     s8 = speech_like(sr=8000)
-    assert abs(pesq_wb(s8, s8, 8000)[0] - 4.644) < 0.01
-    noisy_a = pesq_wb(s16, add_white_noise(s16, 10), SR)[0]
-    assert 1.0 < noisy_a < 4.0
+    # narrow-band at 8 kHz: identical signals get the top of the P.862.1 scale
+    assert abs(pesq(s8, s8, 8000, "nb")[0] - 4.549) < 0.01
+    assert pesq(s8, s8, 8000)[0] == pesq(s8, s8, 8000, "nb")[0]  # auto = nb below 16 kHz
+    # wide-band is refused for 8 kHz material (up-sampling does not make it wide-band)
+    with pytest.raises(ValueError, match="wide-band PESQ needs material sampled at 16 kHz"):
+        pesq_wb(s8, s8, 8000)
+    with pytest.raises(ValueError, match="use narrow-band"):
+        evaluate_pair(s8, s8, 8000, pesq_mode="wb")
+    noisy_wb = pesq_wb(s16, add_white_noise(s16, 10), SR)[0]
+    noisy_nb = pesq(s16, add_white_noise(s16, 10), SR, "nb")[0]
+    assert 1.0 < noisy_wb < 4.0 and 1.0 < noisy_nb < 4.5 and noisy_nb != noisy_wb
+    assert pesq(s16, s16, SR)[0] == pesq_wb(s16, s16, SR)[0]  # auto = wb at 16 kHz
+    # other rates: resampled to 16 kHz (wb) or 8 kHz (nb, below 16 kHz)
+    s22 = resample(s16, SR, 22050)
+    assert abs(pesq_wb(s22, s22, 22050)[0] - 4.644) < 0.01
+    s11 = resample(s8, 8000, 11025)
+    assert abs(pesq(s11, s11, 11025, "nb")[0] - 4.549) < 0.01
+    with pytest.raises(ValueError, match="PESQ mode"):
+        pesq(s8, s8, 8000, "swb")
+
+
+def test_length_mismatch_is_an_error_unless_aligned():
+    """Regression: a shorter estimate used to be compared over the common part only, so a
+    truncated estimate of a clean file scored as perfect."""
+    s = speech_like()
+    short = s[: s.size // 2]  # the second half missing
+    with pytest.raises(ValueError, match="shorter than its reference.*--align"):
+        evaluate_pair(s, short, SR)
+    with pytest.raises(ValueError, match="longer than its reference"):
+        evaluate_pair(s, np.pad(s, (0, 10)), SR)
+    row = evaluate_pair(s, short, SR, align=True)  # zero-padded: the missing part counts
+    assert row["error"] == "" and row["si_sdr"] < 30 < evaluate_pair(s, s, SR)["si_sdr"]
+    assert evaluate_pair(s, np.pad(s, (0, 10)), SR, align=True)["si_sdr"] > 100
 
 
 def test_failures_become_nan_with_reason():
@@ -125,6 +156,11 @@ def test_failures_become_nan_with_reason():
     assert all(math.isnan(row[m]) for m in ("pesq", "estoi", "si_sdr"))
     assert row["error"] == ("pesq: silent reference; estoi: silent reference; "
                             "si_sdr: silent reference")
+    # regression: a silent *estimate* was reported as a silent reference
+    row = evaluate_pair(s, np.zeros_like(s), SR)
+    assert all(math.isnan(row[m]) for m in ("pesq", "estoi", "si_sdr"))
+    assert row["error"] == ("pesq: silent estimate; estoi: silent estimate; "
+                            "si_sdr: silent estimate")
     with pytest.raises(ValueError, match="unknown metric"):
         evaluate_pair(s, s, SR, metrics=("mos",))
 
@@ -135,7 +171,7 @@ def test_summarize_is_nan_aware():
             {"name": "c", "pesq": 4.0, "error": ""}]
     assert summarize(rows) == {"pesq": {"mean": 3.0, "std": 1.0, "count": 2}}
     empty = summarize([{"name": "a", "pesq": math.nan}])["pesq"]
-    assert empty["count"] == 0 and math.isnan(empty["mean"])
+    assert empty == {"mean": None, "std": None, "count": 0}  # no NaN in any output
 
 
 def _write(p, x, sr=SR):
@@ -157,30 +193,52 @@ def test_evaluate_folder_and_write_metrics(tmp_path):
     rows, summary = evaluate_folder(tmp_path / "clean", tmp_path / "enh", tmp_path / "noisy")
     assert [r["name"] for r in rows] == ["a", "b"]
     assert list(rows[0]) == ["name", "pesq", "estoi", "si_sdr", "noisy_pesq",
-                             "noisy_estoi", "noisy_si_sdr", "error"]
+                             "noisy_estoi", "noisy_si_sdr"]
+    assert summary["pesq_mode"] == "wb" and summary["errors"] == []
     for r in rows:
-        assert r["error"] == ""
         assert r["si_sdr"] > r["noisy_si_sdr"] + 15
         assert r["estoi"] > r["noisy_estoi"] and r["pesq"] > r["noisy_pesq"]
     assert summary["files"] == 2 and summary["failed"] == 0 and summary["missing"] == 1
     assert summary["si_sdr"]["count"] == 2
     assert abs(summary["si_sdr"]["mean"] - np.mean([r["si_sdr"] for r in rows])) < 1e-12
 
-    # a broken file gives a NaN row with its reason, not a crash
+    # a broken file is reported with its reason (not a NaN row), not a crash
     (tmp_path / "enh" / "c.wav").write_bytes(b"not audio")
-    rows, summary = evaluate_folder(tmp_path / "clean", tmp_path / "enh", show_progress=True)
-    assert rows[2]["name"] == "c" and math.isnan(rows[2]["pesq"])
-    assert "not a readable audio file" in rows[2]["error"]
-    assert summary["failed"] == 1 and summary["pesq"]["count"] == 2
+    seen = []
+    rows, summary = evaluate_folder(tmp_path / "clean", tmp_path / "enh", show_progress=True,
+                                    on_row=lambda r, s: seen.append((len(r), s["failed"])))
+    assert [r["name"] for r in rows] == ["a", "b"] and seen == [(1, 0), (2, 0), (2, 1)]
+    assert summary["failed"] == 1 and summary["scored"] == 2 and summary["files"] == 3
+    assert summary["errors"][0]["name"] == "c"
+    assert "not a readable audio file" in summary["errors"][0]["error"]
+    assert summary["pesq"]["count"] == 2
 
     csv_path, json_path = write_metrics(rows, summary, tmp_path / "out")
     lines = csv_path.read_text().splitlines()
-    assert lines[0] == "name,pesq,estoi,si_sdr,error" and len(lines) == 4
-    assert lines[3].startswith("c,,,,")
-    doc = json.loads(json_path.read_text())
-    assert doc["summary"]["files"] == 3 and doc["rows"][2]["pesq"] is None
+    assert lines[0] == "name,pesq,estoi,si_sdr" and len(lines) == 3
+    text = json_path.read_text()
+    doc = json.loads(text)
+    assert doc["summary"]["files"] == 3 and len(doc["rows"]) == 2
+    assert "NaN" not in text and "null" not in text
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["metrics.csv",
                                                                    "metrics.json"]
+
+
+def test_evaluate_folder_with_nothing_scorable_has_no_nan(tmp_path):
+    s = speech_like(dur=1.0)
+    _write(tmp_path / "clean" / "a.wav", s)
+    _write(tmp_path / "enh" / "a.wav", np.zeros_like(s))  # silent estimate
+    _write(tmp_path / "enh2" / "a.wav", s[:8000])  # truncated estimate
+    rows, summary = evaluate_folder(tmp_path / "clean", tmp_path / "enh")
+    assert rows == [] and summary["failed"] == 1 and summary["pesq"]["mean"] is None
+    assert summary["errors"][0]["error"].startswith("pesq: silent estimate")
+    csv_path, json_path = write_metrics(rows, summary, tmp_path / "out")
+    assert "NaN" not in json_path.read_text()
+    assert csv_path.read_text().splitlines() == ["name,pesq,estoi,si_sdr"]
+    rows, summary = evaluate_folder(tmp_path / "clean", tmp_path / "enh2")
+    assert rows == [] and "shorter than its reference" in summary["errors"][0]["error"]
+    rows, summary = evaluate_folder(tmp_path / "clean", tmp_path / "enh2", align=True)
+    assert len(rows) == 1 and rows[0]["si_sdr"] < 20  # half the file missing
 
 
 def test_evaluate_folder_errors(tmp_path):

@@ -162,3 +162,78 @@ def test_measure_rtf() -> None:
     model = SGMSE(SGMSEConfig(preset="tiny"))
     stats = measure_rtf(model, 0.5, warmup=False, steps=2, corrector_steps=1)
     assert stats.rtf > 0 and stats.audio_seconds == 0.5 and stats.nfe == 4
+
+
+def test_files_are_chunked_by_default() -> None:
+    """Memory stays bounded: a long file is processed in CHUNK_SECONDS chunks unless the
+    caller asks for whole files."""
+    from polydiff.speech.sgmse.enhance import CHUNK_SECONDS
+
+    model = _predictive(_pointwise)
+    x = _speechlike(2.5 * CHUNK_SECONDS)
+    out, stats = enhance_with_stats(model, x, SR)
+    assert stats.chunks == 3 and out.shape == x.shape
+    whole, one = enhance_with_stats(model, x, SR, chunk_seconds=None)
+    assert one.chunks == 1
+    np.testing.assert_allclose(out, whole, atol=1e-4)  # a local model: no seams
+
+
+def test_storm_starts_from_the_predictive_estimate() -> None:
+    """storm = the predictive estimate diffused to t_start, then PC from there: with a
+    denoiser that returns its input's centre exactly (x0 = y is a fixed point), starting at
+    a small t_start from the identity 'predictive' output gives back the input closely,
+    whereas PC from T draws from the wide prior first."""
+    from polydiff.speech.sgmse.enhance import sample_spec
+
+    torch.manual_seed(0)
+    model = SGMSE(SGMSEConfig(preset="tiny"))
+    pred = _predictive(_identity)
+    x = _speechlike(0.5)
+    a, st = enhance_with_stats(model, x, SR, sampler="storm", steps=3, predictive=pred,
+                               t_start=0.2, seed=1)
+    b = enhance(model, x, SR, sampler="storm", steps=3, predictive=pred, t_start=0.2, seed=1)
+    assert np.array_equal(a, b) and np.isfinite(a).all() and a.shape == x.shape
+    assert st.nfe == 1 + 3 * 2  # one predictive pass, then 3 x (P + C)
+    self_init = enhance_with_stats(model, x, SR, sampler="storm", steps=3, seed=1)[1]
+    assert self_init.nfe == 1 + 3 * 2  # the model's own one-pass estimate at T
+    ode = enhance_with_stats(model, x, SR, sampler="storm", storm_base="euler", steps=3,
+                             predictive=pred, t_start=0.2, seed=1)[1]
+    assert ode.nfe == 1 + 3  # one pass per Euler step (the last one to t = 0 included)
+    with pytest.raises(ValueError, match="storm base"):
+        enhance(model, x, SR, sampler="storm", storm_base="storm", steps=2)
+    y = model.spectrogram(torch.as_tensor(x)[None])[..., :16]
+    with pytest.raises(ValueError, match="t_start"):
+        sample_spec(model, y, steps=2, t_start=1.5)
+    # the reverse process starts at t_start: the first grid point of the sampler
+    seen = []
+    hook = model.net.register_forward_hook(lambda m, args, out: seen.append(float(args[1][0])))
+    try:
+        sample_spec(model, y, sampler="pc", steps=2, t_start=0.4, corrector_steps=0)
+    finally:
+        hook.remove()
+    assert abs(seen[0] - 0.4) < 1e-6
+
+
+def test_predictive_centred_model() -> None:
+    """center='predictive' (StoRM-style): the process and the condition are the predictive
+    model's estimate; training and enhancement need that model and say so."""
+    torch.manual_seed(0)
+    model = SGMSE(SGMSEConfig(preset="tiny", center="predictive"))
+    x = torch.as_tensor(_speechlike(0.5))[None]
+    with pytest.raises(ValueError, match="predictive"):
+        model.wave_loss(x, x + 0.01)
+    with pytest.raises(ValueError, match="predictive model"):
+        enhance(model, x[0].numpy(), SR, steps=2)
+    pred = _predictive(_identity)
+    model.attach_predictive(pred)
+    y = model.spectrogram(x)[..., :16]
+    assert torch.equal(model.condition(y), pred(y))  # identity 'predictive' model
+    assert torch.isfinite(model.wave_loss(x, x + 0.01))
+    assert "_predictive" not in str(list(model.state_dict()))  # not part of the weights
+    fresh = SGMSE(SGMSEConfig(preset="tiny", center="predictive"))
+    fresh.load_state_dict(model.state_dict())
+    out, st = enhance_with_stats(fresh, x[0].numpy(), SR, sampler="storm", steps=2,
+                                 t_start=0.3, predictive=pred)
+    assert np.isfinite(out).all() and st.nfe == 1 + 2 * 2
+    with pytest.raises(ValueError, match="center"):
+        SGMSEConfig(center="clean")

@@ -100,3 +100,53 @@ def test_train_predictive_and_type_checks(corpus, tmp_path) -> None:
         train_predictive(SGMSE(SGMSEConfig(preset="tiny")), corpus, tmp_path / "y", steps=1)
     with pytest.raises(ValueError, match="split"):
         train_predictive(model, corpus, tmp_path / "z", steps=1, split="valid")
+
+
+def test_time_budget_stops_checkpoints_and_resumes(corpus, tmp_path) -> None:
+    """A wall-clock budget ends the run after the step that crosses it (checkpointed and
+    logged); resuming continues towards ``steps``."""
+    torch.manual_seed(0)
+    out = tmp_path / "run"
+    res = train_sgmse(SGMSE(SGMSEConfig(preset="tiny")), corpus, out, steps=50,
+                      batch_size=2, segment_frames=16, device="cpu", progress=False,
+                      log_every=100, ckpt_every=0, time_budget=1e-6)
+    assert res.summary["stopped_early"] and res.summary["step"] == 1
+    assert (out / "checkpoints" / "ckpt-00000001.safetensors").is_file()
+    assert "time budget reached at step 1" in (out / "log.txt").read_text()
+    last = json.loads((out / "stats.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 1 and last["note"] == "time budget reached"
+    again = train_sgmse(SGMSE(SGMSEConfig(preset="tiny")), corpus, out, steps=3,
+                        batch_size=2, segment_frames=16, device="cpu", progress=False,
+                        log_every=1)
+    assert again.summary["step"] == 3 and not again.summary["stopped_early"]
+    with pytest.raises(ValueError, match="time_budget"):
+        train_sgmse(SGMSE(SGMSEConfig(preset="tiny")), corpus, tmp_path / "x", steps=1,
+                    time_budget=0)
+
+
+def test_compiled_backbone_keeps_weights_and_copies(monkeypatch) -> None:
+    """compile_backbone runs the U-Net through maybe_compile without registering the
+    wrapper: state dicts, parameters and deep copies are unchanged."""
+    import copy
+
+    import polydiff.gpu
+
+    calls = []
+
+    def fake_compile(module, **kw):
+        calls.append(module)
+        return lambda h, t: module(h, t) * 1.0
+
+    monkeypatch.setattr(polydiff.gpu, "maybe_compile", fake_compile)
+    model = SGMSE(SGMSEConfig(preset="tiny"))
+    keys = list(model.state_dict())
+    x = model.spectrogram(torch.randn(1, 4000))[..., :16]
+    t = torch.full((1,), 0.5)
+    before = model(x, t, x)
+    model.net.compile_backbone()
+    assert calls == [model.net.backbone] and model.net._compiled is not None
+    assert list(model.state_dict()) == keys and torch.allclose(model(x, t, x), before)
+    clone = copy.deepcopy(model)
+    assert clone.net._compiled is None and torch.allclose(clone(x, t, x), before)
+    model.net.compile_backbone(False)
+    assert model.net._compiled is None

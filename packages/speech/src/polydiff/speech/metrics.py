@@ -1,7 +1,14 @@
-"""Speech-enhancement metrics: PESQ (wide-band), ESTOI, SI-SDR, SNR; per file and per folder.
+"""Speech-enhancement metrics: PESQ (narrow- or wide-band), ESTOI, SI-SDR, SNR; per file and
+per folder.
 
-* PESQ, ITU-T P.862.2 wide-band mode, from the ``pesq`` package at 16 kHz (other rates are
-  resampled to 16 kHz first); range about 1.04 to 4.64.
+* PESQ from the ``pesq`` package: wide-band (ITU-T P.862.2, ``mode="wb"``, range about 1.04
+  to 4.64) needs material sampled at 16 kHz or more (other rates above 16 kHz are resampled
+  to 16 kHz; 8 kHz material is *refused*: up-sampling it does not make it wide-band, and the
+  score would not be comparable with anything); narrow-band (ITU-T P.862 with the P.862.1
+  mapping, ``mode="nb"``, range about 1.02 to 4.55) works at 8 kHz (and at 16 kHz, as
+  P.862 allows). ``mode="auto"`` (the default) is narrow-band below 16 kHz and wide-band
+  otherwise; the mode used is part of every result (``pesq_mode``), since narrow- and
+  wide-band scores are not comparable.
 * ESTOI, the extended short-time objective intelligibility of Jensen and Taal, "An Algorithm
   for Predicting the Intelligibility of Speech Masked by Modulated Noise Maskers", IEEE/ACM
   TASLP 2016, from ``pystoi.stoi(..., extended=True)`` (which resamples to 10 kHz itself);
@@ -12,9 +19,17 @@
   ``SI-SDR = 10 log10(||alpha s||^2 / ||alpha s - s_hat||^2)`` dB (own implementation).
 
 A metric that cannot be computed for a file (PESQ's "no utterances detected", a signal
-shorter than 1/4 s, ESTOI's "not enough frames", a silent reference) is NaN and its reason
-goes into the row's ``error`` field; a batch never stops for one bad file. Summaries are
-NaN-aware (mean, standard deviation and count over the finite values).
+shorter than 1/4 s, ESTOI's "not enough frames", a silent reference or a silent estimate) is
+NaN in :func:`evaluate_pair` and its reason goes into the row's ``error`` field.
+Reference and estimate must have the same length (a shorter estimate is an error, not
+silently compared over the common part, which would flatter it); ``align=True`` instead
+zero-pads or crops the estimate to the reference's length.
+
+:func:`evaluate_folder` keeps only files whose every metric could be computed in its rows
+(so nothing it writes holds NaN) and reports every other file in ``summary["errors"]``
+with one reason per file; a batch never stops for one bad file. Summaries are means,
+standard deviations and counts over the scored files (``None`` in JSON when there are
+none).
 
 ``pesq`` and ``pystoi`` are the optional ``metrics`` extra of ``polydiff-speech``; they are
 imported when first used.
@@ -29,7 +44,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +54,8 @@ from polydiff.core.utils import atomic_write
 from polydiff.speech.audio import AudioError, list_audio, read_audio, resample
 
 __all__ = [
-    "METRICS", "estoi", "evaluate_folder", "evaluate_pair", "pesq_wb", "si_sdr", "snr",
-    "summarize", "write_metrics",
+    "METRICS", "PESQ_MODES", "estoi", "evaluate_folder", "evaluate_pair", "pesq", "pesq_mode",
+    "pesq_wb", "si_sdr", "snr", "summarize", "write_metrics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,6 +63,8 @@ logger = logging.getLogger(__name__)
 #: The metrics :func:`evaluate_pair` computes by default, in column order.
 METRICS = ("pesq", "estoi", "si_sdr")
 PESQ_RATE = 16000
+#: ``"auto"`` (narrow-band below 16 kHz, wide-band otherwise), ``"nb"``, ``"wb"``.
+PESQ_MODES = ("auto", "nb", "wb")
 
 
 def _pair(reference: Any, estimate: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -93,23 +110,54 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(msg).split()) or type(e).__name__
 
 
-def pesq_wb(reference: Any, estimate: Any, sample_rate: int) -> tuple[float, str | None]:
-    """Wide-band PESQ (ITU-T P.862.2) of ``estimate`` against ``reference`` (1-D, same
-    length); signals not at 16 kHz are resampled. Returns ``(score, None)`` or ``(nan,
-    reason)``, never raising for a signal PESQ refuses."""
-    from pesq import pesq
+def pesq_mode(mode: str, sample_rate: int) -> str:
+    """The PESQ mode ``"nb"`` or ``"wb"`` that ``mode`` means for material at
+    ``sample_rate``; ``ValueError`` (one line) for wide-band below 16 kHz."""
+    if mode not in PESQ_MODES:
+        raise ValueError(f"PESQ mode must be one of {', '.join(PESQ_MODES)}, got {mode!r}")
+    if mode == "auto":
+        return "nb" if sample_rate < PESQ_RATE else "wb"
+    if mode == "wb" and sample_rate < PESQ_RATE:
+        raise ValueError(f"wide-band PESQ needs material sampled at 16 kHz or more; this is "
+                         f"{sample_rate} Hz material: use narrow-band PESQ (--pesq nb)")
+    return mode
 
+
+_resolve_mode = pesq_mode
+
+
+def pesq(reference: Any, estimate: Any, sample_rate: int, mode: str = "auto"
+         ) -> tuple[float, str | None]:
+    """PESQ of ``estimate`` against ``reference`` (1-D, same length) in ``mode`` (``"nb"``,
+    ``"wb"`` or ``"auto"``, see the module docstring). Narrow-band runs at 8 kHz or 16 kHz
+    (other rates are resampled to 8 kHz, or 16 kHz above it); wide-band at 16 kHz (rates
+    above are resampled; below 16 kHz it raises ``ValueError``). Returns ``(score, None)``
+    or ``(nan, reason)``, never raising for a signal PESQ refuses."""
+    from pesq import pesq as _pesq
+
+    mode = pesq_mode(mode, int(sample_rate))
     s, e = _pair(reference, estimate)
-    if sample_rate != PESQ_RATE:
-        s, e = resample(s, sample_rate, PESQ_RATE), resample(e, sample_rate, PESQ_RATE)
+    rate = int(sample_rate)
+    if mode == "wb" or rate >= PESQ_RATE:
+        target = PESQ_RATE
+    else:
+        target = 8000
+    if rate != target:
+        s, e = resample(s, rate, target), resample(e, rate, target)
     if not np.any(s):
         return math.nan, "pesq: silent reference"
     if not np.any(e):
         return math.nan, "pesq: silent estimate"
     try:
-        return float(pesq(PESQ_RATE, s, e, "wb")), None
+        return float(_pesq(target, s, e, mode)), None
     except Exception as err:  # PesqError subclasses, ValueError from degenerate input
         return math.nan, f"pesq: {_one_line(err)}"
+
+
+def pesq_wb(reference: Any, estimate: Any, sample_rate: int) -> tuple[float, str | None]:
+    """Wide-band PESQ (ITU-T P.862.2): :func:`pesq` with ``mode="wb"`` (material below
+    16 kHz is refused with ``ValueError``)."""
+    return pesq(reference, estimate, sample_rate, "wb")
 
 
 def estoi(reference: Any, estimate: Any, sample_rate: int) -> tuple[float, str | None]:
@@ -121,6 +169,8 @@ def estoi(reference: Any, estimate: Any, sample_rate: int) -> tuple[float, str |
     s, e = _pair(reference, estimate)
     if not np.any(s):
         return math.nan, "estoi: silent reference"
+    if not np.any(e):
+        return math.nan, "estoi: silent estimate"
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -135,27 +185,43 @@ def estoi(reference: Any, estimate: Any, sample_rate: int) -> tuple[float, str |
     return score, None
 
 
+def _align(s: np.ndarray, e: np.ndarray, align: bool) -> np.ndarray:
+    if e.size == s.size:
+        return e
+    if not align:
+        what = "shorter" if e.size < s.size else "longer"
+        raise ValueError(f"the estimate is {what} than its reference ({e.size} vs {s.size} "
+                         "samples); pass --align (align=True) to zero-pad or crop the "
+                         "estimate to the reference's length")
+    return np.pad(e, (0, s.size - e.size)) if e.size < s.size else e[:s.size]
+
+
 def evaluate_pair(clean: Any, estimate: Any, sample_rate: int, *,
-                  metrics: Sequence[str] = METRICS) -> dict[str, Any]:
-    """Metrics of one estimate against its clean reference (1-D waves at ``sample_rate``;
-    the longer one is truncated to the common length). Returns ``{metric: value}`` plus
-    ``"error"``: the reasons of NaN values joined by ``"; "`` (empty when all worked)."""
+                  metrics: Sequence[str] = METRICS, pesq_mode: str = "auto",
+                  align: bool = False) -> dict[str, Any]:
+    """Metrics of one estimate against its clean reference (1-D waves at ``sample_rate``,
+    of the same length, else ``ValueError``; ``align``: zero-pad or crop the estimate to the
+    reference's length instead). ``pesq_mode``: see :func:`pesq`. Returns ``{metric:
+    value}`` plus ``"error"``: the reasons of NaN values joined by ``"; "`` (empty when all
+    worked)."""
     unknown = [m for m in metrics if m not in ("pesq", "estoi", "si_sdr", "snr")]
     if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; "
                          "choose from pesq, estoi, si_sdr, snr")
     s = np.asarray(clean, dtype=np.float64).reshape(-1)
-    e = np.asarray(estimate, dtype=np.float64).reshape(-1)
-    n = min(len(s), len(e))
-    s, e = s[:n], e[:n]
+    e = _align(s, np.asarray(estimate, dtype=np.float64).reshape(-1), align)
     row: dict[str, Any] = {}
     errors: list[str] = []
     for m in metrics:
-        if m in ("pesq", "estoi"):
-            value, why = (pesq_wb if m == "pesq" else estoi)(s, e, sample_rate)
+        if m == "pesq":
+            value, why = pesq(s, e, sample_rate, pesq_mode)
+        elif m == "estoi":
+            value, why = estoi(s, e, sample_rate)
         else:
             value = (si_sdr if m == "si_sdr" else snr)(s, e)
-            why = f"{m}: silent reference" if math.isnan(value) else None
+            why = None
+            if math.isnan(value):
+                why = f"{m}: silent " + ("reference" if not np.any(s) else "estimate")
         row[m] = value
         if why:
             errors.append(why)
@@ -167,26 +233,32 @@ def _stems(folder: str | os.PathLike[str]) -> dict[str, Path]:
     return {p.stem: p for p in list_audio(folder)}
 
 
-def _failed_row(name: str, columns: Sequence[str], why: str) -> dict[str, Any]:
-    return {"name": name, **{c: math.nan for c in columns}, "error": why}
-
-
 def evaluate_folder(clean_dir: str | os.PathLike[str], enhanced_dir: str | os.PathLike[str],
                     noisy_dir: str | os.PathLike[str] | None = None, *,
-                    metrics: Sequence[str] = METRICS, show_progress: bool = False
+                    metrics: Sequence[str] = METRICS, show_progress: bool = False,
+                    pesq_mode: str = "auto", align: bool = False,
+                    on_row: Callable[[list[dict[str, Any]], dict[str, Any]], None] | None = None
                     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Score every file of ``enhanced_dir`` against the same-named file (stem) of
     ``clean_dir``; with ``noisy_dir`` also the unprocessed input (columns ``noisy_<metric>``)
-    so the improvement can be read off. Each estimate is resampled to its reference's rate.
+    so the improvement can be read off. Each estimate is resampled to its reference's rate
+    (a length difference of up to 2 samples after resampling is rounding and is cropped or
+    padded); otherwise lengths must match unless ``align`` (:func:`evaluate_pair`).
 
-    Returns ``(rows, summary)``: one row per enhanced file (``name``, the metrics,
-    ``error``), and :func:`summarize` of the rows plus ``files``, ``failed`` (rows with an
-    error) and ``missing`` (clean files without an enhanced file, logged as a warning).
-    An enhanced file without a clean reference raises :class:`AudioError` (naming a few); a
-    file that cannot be read gives a row of NaN with the reason.
+    Returns ``(rows, summary)``: one row per file whose every metric could be computed
+    (``name``, the metrics, no NaN), and :func:`summarize` of the rows plus ``files``
+    (enhanced files seen), ``scored``, ``failed``, ``errors`` (``[{"name", "error"}]``, one
+    reason per file that could not be scored: unreadable, silent, too short, a length
+    mismatch, a metric PESQ/ESTOI refuse), ``missing`` (clean files without an enhanced
+    file, logged as a warning) and ``pesq_mode`` (the PESQ mode used: ``nb``, ``wb`` or
+    ``mixed``). An enhanced file without a clean reference raises :class:`AudioError`
+    (naming a few); wide-band PESQ of material below 16 kHz raises ``ValueError``.
+    ``on_row(rows, summary)`` is called after every file (to write results incrementally).
     """
     clean, enhanced = _stems(clean_dir), _stems(enhanced_dir)
     noisy = _stems(noisy_dir) if noisy_dir is not None else None
+    if pesq_mode not in PESQ_MODES:
+        raise ValueError(f"PESQ mode must be one of {', '.join(PESQ_MODES)}, got {pesq_mode!r}")
     if not enhanced:
         raise AudioError(f"{enhanced_dir}: no audio files to evaluate")
     orphans = sorted(set(enhanced) - set(clean))
@@ -210,43 +282,69 @@ def evaluate_folder(clean_dir: str | os.PathLike[str], enhanced_dir: str | os.Pa
 
         names = progress(names, total=len(enhanced), desc="evaluate")
     rows: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    modes: set[str] = set()
+
+    def read_as(path: Path, ref: np.ndarray, sr: int) -> np.ndarray:
+        x, rate = read_audio(path, allow_silent=True)
+        if rate != sr:
+            x = resample(x, rate, sr)
+            if abs(x.size - ref.size) <= 2:  # resampling rounds the length
+                x = np.pad(x, (0, max(0, ref.size - x.size)))[:ref.size]
+        return x
+
+    def summary_now() -> dict[str, Any]:
+        out = summarize(rows, columns)
+        out.update(files=len(rows) + len(errors), scored=len(rows), failed=len(errors),
+                   errors=list(errors), missing=len(missing),
+                   pesq_mode=None if not modes else next(iter(modes)) if len(modes) == 1
+                   else "mixed")
+        return out
+
     for name in names:
         try:
             ref, sr = read_audio(clean[name], allow_silent=True)
-            est, _ = read_audio(enhanced[name], sample_rate=sr, allow_silent=True)
-            row = {"name": name, **evaluate_pair(ref, est, sr, metrics=metrics)}
-            if noisy is not None:
-                noi, _ = read_audio(noisy[name], sample_rate=sr, allow_silent=True)
-                base = evaluate_pair(ref, noi, sr, metrics=metrics)
-                row.update({f"noisy_{m}": base[m] for m in metrics})
-                if base["error"]:
-                    row["error"] = "; ".join(filter(None, [row["error"],
-                                                           "noisy " + base["error"]]))
-            row["error"] = row.pop("error")  # keep it the last column
-        except AudioError as err:
-            row = _failed_row(name, columns, str(err))
+            if "pesq" in metrics:
+                modes.add(_resolve_mode(pesq_mode, sr))  # wide-band below 16 kHz raises
+            try:
+                est = read_as(enhanced[name], ref, sr)
+                row = {"name": name, **evaluate_pair(ref, est, sr, metrics=metrics,
+                                                     pesq_mode=pesq_mode, align=align)}
+                if noisy is not None:
+                    noi = read_as(noisy[name], ref, sr)
+                    base = evaluate_pair(ref, noi, sr, metrics=metrics, pesq_mode=pesq_mode,
+                                         align=align)
+                    row.update({f"noisy_{m}": base[m] for m in metrics})
+                    if base["error"]:
+                        row["error"] = "; ".join(filter(None, [row["error"],
+                                                               "noisy " + base["error"]]))
+            except ValueError as err:  # AudioError, a length mismatch
+                row = {"name": name, "error": _one_line(err)}
+        except AudioError as err:  # an unreadable reference
+            row = {"name": name, "error": _one_line(err)}
         if row["error"]:
-            logger.warning("%s: %s", name, row["error"])
-        rows.append(row)
-    summary = summarize(rows, columns)
-    summary["files"] = len(rows)
-    summary["failed"] = sum(1 for r in rows if r["error"])
-    summary["missing"] = len(missing)
-    return rows, summary
+            logger.info("%s: %s", name, row["error"])
+            errors.append({"name": name, "error": row["error"]})
+        else:
+            row.pop("error")
+            rows.append(row)
+        if on_row is not None:
+            on_row(rows, summary_now())
+    return rows, summary_now()
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None
               ) -> dict[str, Any]:
     """``{column: {"mean", "std", "count"}}`` over the non-NaN values of each metric column
-    (population standard deviation; mean and std NaN when the count is 0)."""
+    (population standard deviation; mean and std ``None`` when the count is 0)."""
     if columns is None:
         columns = [k for k in (rows[0] if rows else {}) if k not in ("name", "error")]
     out: dict[str, Any] = {}
     for c in columns:
         v = np.array([float(r.get(c, math.nan)) for r in rows], dtype=np.float64)
         v = v[~np.isnan(v)]
-        out[c] = {"mean": float(v.mean()) if v.size else math.nan,
-                  "std": float(v.std()) if v.size else math.nan, "count": int(v.size)}
+        out[c] = {"mean": float(v.mean()) if v.size else None,
+                  "std": float(v.std()) if v.size else None, "count": int(v.size)}
     return out
 
 
@@ -271,6 +369,9 @@ def write_metrics(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
     fields: list[str] = []
     for r in rows:
         fields.extend(k for k in r if k not in fields)
+    if not fields:  # nothing scored: a header only
+        fields = ["name"] + [k for k, v in summary.items()
+                             if isinstance(v, Mapping) and "mean" in v]
     if "error" in fields:
         fields.append(fields.pop(fields.index("error")))
     buf = io.StringIO()

@@ -14,8 +14,14 @@ es_MX_f_Allison   ``asterisk-core-sounds-es-wav``             ``...-es``        
 fr_CA_f_June      ``asterisk-core-sounds-fr-wav``             ``...-fr``            French
 it_IT_m_Carlo     ``asterisk-core-sounds-it-wav``             ``...-it``            Italian
 ru_RU_f_...       ``asterisk-core-sounds-ru-wav``             ``...-ru``            Russian
-it_IT_f_Menardi  ``asterisk-prompt-it-menardi-wav``          none                  Italian
+it_IT_f_Menardi   ``asterisk-prompt-it-menardi-wav``          none                  Italian
+fr_FR_f_Armelle   ``asterisk-prompt-fr-armelle`` (GSM)        none                  French
+es_CO_f_July      ``asterisk-prompt-es-co`` (GSM)             none                  Spanish
 ================  ==========================================  ====================  =========
+
+The last two packages hold raw GSM 06.10 files (``.gsm``, 8 kHz, the codec of a telephone
+network: audibly band-limited and coded); :func:`load_prompt` decodes them with libsndfile
+(``soundfile``'s ``RAW`` format, ``GSM610`` subtype), no other tool needed.
 
 The English prompt packages (``asterisk-core-sounds-en*``) and the music-on-hold packages
 (``asterisk-moh-*``) are reserved for independent evaluation of this project: they are
@@ -35,8 +41,8 @@ import numpy as np
 
 from polydiff.core.utils import fetch_debian_package
 
-__all__ = ["LANGUAGES", "SPEAKERS", "Prompt", "is_reserved", "load_prompt", "prompts",
-           "read_transcripts"]
+__all__ = ["GSM_SPEAKERS", "LANGUAGES", "SPEAKERS", "Prompt", "is_reserved", "load_prompt",
+           "prompts", "read_transcripts"]
 
 # speaker -> (audio package, transcript package or None, language)
 SPEAKERS: dict[str, tuple[str, str | None, str]] = {
@@ -45,7 +51,12 @@ SPEAKERS: dict[str, tuple[str, str | None, str]] = {
     "it_IT_m_Carlo": ("asterisk-core-sounds-it-wav", "asterisk-core-sounds-it", "it"),
     "ru_RU_f_IvrvoiceRU": ("asterisk-core-sounds-ru-wav", "asterisk-core-sounds-ru", "ru"),
     "it_IT_f_Menardi": ("asterisk-prompt-it-menardi-wav", None, "it"),
+    "fr_FR_f_Armelle": ("asterisk-prompt-fr-armelle", None, "fr"),
+    "es_CO_f_July": ("asterisk-prompt-es-co", None, "es"),
 }
+#: Speakers whose prompts are GSM 06.10 coded (``.gsm``) rather than 16-bit WAV.
+GSM_SPEAKERS = ("fr_FR_f_Armelle", "es_CO_f_July")
+_AUDIO_SUFFIXES = (".wav", ".gsm")
 LANGUAGES = ("es", "fr", "it", "ru")
 _RESERVED_PREFIXES = ("asterisk-core-sounds-en", "asterisk-moh-")
 
@@ -108,7 +119,8 @@ def prompts(speakers: Sequence[str] | None = None, *, with_text: bool = False,
         if text_pkg is not None:
             for f in sorted(_fetch(text_pkg, root).rglob("core-sounds-*.txt*")):
                 texts.update(read_transcripts(f))
-        wavs = sorted((audio_root / "usr" / "share").rglob("*.wav"))
+        wavs = sorted(f for f in (audio_root / "usr" / "share").rglob("*")
+                      if f.suffix in _AUDIO_SUFFIXES and f.is_file())
         base = _speaker_dir(wavs)
         for w in wavs:
             rel = w.relative_to(base).with_suffix("").as_posix()
@@ -130,8 +142,15 @@ def _speaker_dir(wavs: Sequence[Path]) -> Path:
 
 
 def load_prompt(prompt: Prompt | str | os.PathLike[str]) -> tuple[np.ndarray, int]:
-    """``(samples, sample_rate)``: mono float32 in [-1, 1] from a prompt's 16-bit WAV."""
+    """``(samples, sample_rate)``: mono float32 in [-1, 1] from a prompt's 16-bit WAV (or
+    raw GSM 06.10 ``.gsm`` file, 8 kHz)."""
     path = prompt.path if isinstance(prompt, Prompt) else Path(prompt)
+    if path.suffix == ".gsm":
+        import soundfile as sf
+
+        data, sr = sf.read(str(path), format="RAW", subtype="GSM610", samplerate=8000,
+                           channels=1, dtype="float32")
+        return np.ascontiguousarray(data), int(sr)
     with wave.open(str(path), "rb") as w:
         if w.getsampwidth() != 2:
             raise ValueError(f"{path}: expected 16-bit PCM, got {8 * w.getsampwidth()}-bit")

@@ -31,8 +31,9 @@ __all__ = ["ENHANCE_FILE", "SAMPLER_NAMES", "TRAIN_FILE", "EnhanceSettings", "Tr
            "parse_table"]
 
 #: The samplers of core's registry (:mod:`polydiff.core.samplers.registry`, standard library
-#: only, so ``--help`` does not import torch), which ``sgmse enhance`` dispatches through.
-SAMPLER_NAMES: tuple[str, ...] = sampler_names()
+#: only, so ``--help`` does not import torch) plus ``storm``, which ``sgmse enhance``
+#: dispatches through (a test checks the list against the enhance module's).
+SAMPLER_NAMES: tuple[str, ...] = (*sampler_names(), "storm")
 #: File names of the saved settings.
 TRAIN_FILE = "sgmse.toml"
 ENHANCE_FILE = "sgmse-enhance.toml"
@@ -63,7 +64,9 @@ class TrainSettings:
         objective: SGMSE's training objective (``score`` is SGMSE+; ``edm`` is EDM's
             preconditioning of the same model, which small networks learn far faster).
         preset: NCSN++ size; network: overrides of its fields (an inline TOML table).
-        spec: overrides of the STFT settings (``n_fft``, ``hop_length``, ``sample_rate``...).
+        spec: overrides of the STFT settings (``sample_rate`` picks the paper's settings
+            scaled to that rate, default the corpus's or 16000; then ``n_fft``,
+            ``hop_length``...).
         steps, batch_size, lr, ema: optimizer steps, batch, Adam learning rate, EMA decay
             (0 turns the EMA off).
         segment_frames: STFT frames per training example (256 = 2.04 s at 16 kHz).
@@ -71,6 +74,14 @@ class TrainSettings:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...; precision: fp32, bf16, fp16.
         seed: initialisation, data order and noise seed.
         log_every, ckpt_every: steps between ``stats.jsonl`` lines and between checkpoints.
+        time_budget: stop at this many seconds of wall-clock time (checkpointed; ``--resume``
+            continues towards ``steps``); ``none``: no limit.
+        compile: run the U-Net through ``torch.compile`` (eager fallback), for GPUs.
+        center, center_on: ``predictive`` trains a StoRM-style model whose process and
+            condition are the estimate of the predictive model in ``center_on`` (a run or
+            model folder) instead of the noisy input.
+        init: start from these weights (a model folder, or a run folder: its model/ or the
+            EMA weights of its latest checkpoint) instead of a random initialisation.
     """
 
     model: Literal["sgmse", "predictive"] = "sgmse"
@@ -90,9 +101,17 @@ class TrainSettings:
     seed: int = 0
     log_every: int = 50
     ckpt_every: int = 1000
+    time_budget: float | None = None
+    compile: bool = False
+    center: Literal["noisy", "predictive"] = "noisy"
+    center_on: str | None = None
+    init: str | None = None
 
     def __post_init__(self) -> None:
         self.network, self.spec = parse_table(self.network), parse_table(self.spec)
+        if self.time_budget is not None and not (self.time_budget > 0
+                                                 and math.isfinite(self.time_budget)):
+            raise ValueError(f"time_budget must be positive seconds, got {self.time_budget}")
         for name in ("steps", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -115,8 +134,13 @@ class EnhanceSettings:
         sampler: a core sampler (``pc``, ``ode``, ``dpmpp_2m``, ...); ignored by the
             predictive baseline.
         steps: reverse steps N; corrector_steps, snr: the PC corrector.
-        chunk_seconds: process long files in chunks of this length, cross-faded over
-            ``overlap_seconds`` (``none``: whole files).
+        t_start: start the reverse process at this time instead of T (``storm``: from the
+            predictive model's estimate; default 0.5 there).
+        storm_base: the sampler ``storm`` runs from ``t_start`` (``pc``, or a deterministic
+            solver such as ``euler`` or ``dpmpp_2m``).
+        chunk_seconds: process files in chunks of this length, cross-faded over
+            ``overlap_seconds`` (default 6 s: memory bounded whatever the file's length;
+            ``none``: whole files at once).
         device: ``auto``, ``cpu``, ``cuda``...; seed: sampling noise (file k uses seed + k).
     """
 
@@ -124,8 +148,11 @@ class EnhanceSettings:
     steps: int = 30
     snr: float = 0.5
     corrector_steps: int = 1
-    chunk_seconds: float | None = None
-    overlap_seconds: float = 1.0
+    t_start: float | None = None
+    storm_base: Literal["pc", "em", "euler", "heun", "ddim", "dpmpp_2m", "dpmpp_3m",
+                        "dpmpp_2m_sde", "unipc"] = "pc"
+    chunk_seconds: float | None = 6.0
+    overlap_seconds: float = 0.5
     device: str = "auto"
     seed: int = 0
 
@@ -141,6 +168,8 @@ class EnhanceSettings:
             raise ValueError(f"snr must be positive, got {self.snr}")
         if not (self.overlap_seconds >= 0 and math.isfinite(self.overlap_seconds)):
             raise ValueError(f"overlap_seconds must be >= 0, got {self.overlap_seconds}")
+        if self.t_start is not None and not 0.0 < self.t_start <= 1.0:
+            raise ValueError(f"t_start must be in (0, 1], got {self.t_start}")
         if self.chunk_seconds is not None and not (
                 math.isfinite(self.chunk_seconds)
                 and self.chunk_seconds >= 2 * self.overlap_seconds and self.chunk_seconds > 0):

@@ -75,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="STFT frames per example (default: 256 = 2.04 s at 16 kHz)")
     p.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default: 0)")
+    p.add_argument("--center", choices=("noisy", "predictive"),
+                   help="what the diffusion process reverts to and is conditioned on: the "
+                   "noisy input (SGMSE+, default) or a predictive model's estimate "
+                   "(StoRM-style; needs --center-on)")
+    p.add_argument("--center-on", metavar="RUN",
+                   help="the predictive baseline (run or model folder) of --center predictive")
+    p.add_argument("--init", metavar="RUN",
+                   help="start from these weights (model folder, or a run folder: its model/ "
+                   "or its latest checkpoint's EMA weights)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="stop at this wall-clock time (the step reached is checkpointed and "
+                   "reported; --resume continues towards --steps)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in RUN from its newest intact checkpoint (its saved "
                    "sgmse.toml is the base settings)")
@@ -82,6 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start the run in RUN over (deletes its checkpoints, logs, model and "
                    "settings; other files stay)")
     _common(p, example="lr=3e-4 network.base_channels=48")
+
+    p = sub.add_parser("corpus", help="build the real-speech corpus (fetched once)",
+                       description="Build a denoising corpus of real recorded speech from "
+                       "Debian's voice-prompt packages (fetched once into the cache): splits by "
+                       "speaker (train: es, it, it; validation: fr; test: ru, a language no "
+                       "training speaker speaks), real babble, coloured, non-stationary, "
+                       "speech-shaped and music-like noise, reverberation in training. Writes "
+                       "OUT/sources/ (a compact pack that training mixes on the fly), "
+                       "OUT/{valid,test}/{clean,noisy}/ at 0, 5 and 10 dB and manifest.json; "
+                       "'sgmse train --data OUT' trains on it.")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="corpus folder")
+    p.add_argument("--sample-rate", type=int, choices=(8000, 16000), default=8000,
+                   help="corpus rate (default: 8000, the recordings' own)")
+    p.add_argument("--sources", metavar="DIR",
+                   help="reuse this sources pack (OUT/sources of another corpus) instead of "
+                   "fetching the packages")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    _common(p, example="n_test=40 eval_snrs=[0,5,10,15]")
 
     p = sub.add_parser("enhance", help="enhance a file or every audio file of a folder",
                        description="Enhance INPUT (a WAV/FLAC/OGG file or a folder of them) "
@@ -96,19 +126,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output file (for a file input, if it ends in .wav/.flac/.ogg) or "
                    "folder")
-    p.add_argument("--model", required=True, metavar="DIR",
-                   help="a run folder of 'sgmse train' or its model/ folder")
+    p.add_argument("--model", metavar="DIR",
+                   help="a run folder of 'sgmse train', its model/ folder, or a folder with "
+                   "sgmse/ and predictive/ (default: the starter weights shipped with sgmse, "
+                   "8 kHz, with their recommended sampler settings)")
+    p.add_argument("--predictive", metavar="DIR",
+                   help="a predictive model (run folder) whose output starts --sampler storm")
     p.add_argument("--sampler", metavar="NAME",
-                   help="pc (default) or another sampler of core's registry: "
+                   help="pc (default for a model folder), storm (predictive estimate, then "
+                   "a base sampler from --t-start), or another sampler of core's registry: "
                    + ", ".join(n for n in sampler_names() if n != "pc"))
+    p.add_argument("--t-start", type=float, metavar="T",
+                   help="start the reverse process at this time in (0, 1] (storm: 0.5)")
+    p.add_argument("--storm-base", metavar="NAME",
+                   help="the sampler storm runs from --t-start (pc, or euler, dpmpp_2m, ...)")
     p.add_argument("--steps", type=int, metavar="N", help="reverse steps (default: 30)")
     p.add_argument("--snr", type=float, metavar="R", help="PC corrector step size r (0.5)")
     p.add_argument("--corrector-steps", type=int, metavar="K",
                    help="PC corrector steps per step (default: 1)")
     p.add_argument("--chunk-seconds", type=float, metavar="S",
-                   help="process long files in chunks of S seconds, cross-faded")
+                   help="process files in chunks of S seconds, cross-faded (default: 6; "
+                   "memory stays bounded whatever the length; --set chunk_seconds=none "
+                   "for whole files)")
     p.add_argument("--overlap-seconds", type=float, metavar="S",
-                   help="chunk overlap (default: 1.0)")
+                   help="chunk overlap (default: 0.5)")
     p.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, ...")
     p.add_argument("--seed", type=int, metavar="S", help="sampling seed (default: 0)")
     _common(p, example="sampler=ode overlap_seconds=0.5")
@@ -116,19 +157,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score enhanced files: PESQ, ESTOI, SI-SDR",
                        description="Score every file of --enhanced against the same-named "
                        "file of --clean (and the --noisy input, for the improvement); writes "
-                       "metrics.csv and metrics.json.")
+                       "metrics.csv and metrics.json after every file. A file that cannot be "
+                       "scored (unreadable, silent, too short for PESQ/ESTOI, a length "
+                       "mismatch) is reported on one line and left out of the metrics; the "
+                       "exit code is then 2.")
     p.add_argument("--clean", required=True, metavar="DIR", help="clean reference folder")
     p.add_argument("--enhanced", required=True, metavar="DIR", help="enhanced folder")
     p.add_argument("--noisy", metavar="DIR", help="unprocessed input folder (optional)")
     p.add_argument("-o", "--output", metavar="DIR",
                    help="where metrics.csv/json go (default: the enhanced folder)")
+    p.add_argument("--pesq", choices=("auto", "nb", "wb"), default="auto",
+                   help="PESQ mode: nb (narrow-band, P.862), wb (wide-band, P.862.2; refused "
+                   "for material below 16 kHz), auto (default: nb below 16 kHz, else wb)")
+    p.add_argument("--align", action="store_true",
+                   help="zero-pad or crop an estimate whose length differs from its "
+                   "reference's (default: such a file is an error)")
     _common(p)
 
     p = sub.add_parser("bench", help="real-time factor (and quality) vs number of steps",
                        description="Real-time factor of a model at several step counts on "
                        "SECONDS of audio; with --data, also PESQ/ESTOI/SI-SDR on the test "
                        "split against the noisy input.")
-    p.add_argument("--model", required=True, metavar="DIR", help="run folder or model folder")
+    p.add_argument("--model", metavar="DIR",
+                   help="run folder, model folder or sgmse/+predictive/ folder (default: the "
+                   "starter weights)")
+    p.add_argument("--predictive", metavar="DIR",
+                   help="predictive model for --sampler storm (default: the pair's)")
     p.add_argument("--data", metavar="ROOT", help="dataset root (scores its test split)")
     p.add_argument("--split", default="test", metavar="NAME", help="split (default: test)")
     p.add_argument("--steps", type=_positive_int_list, default=[5, 10, 30], metavar="N,N,...",
@@ -158,7 +212,8 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from polydiff.apps.sgmse import commands
 
-    return {"train": commands.cmd_train, "enhance": commands.cmd_enhance,
+    return {"train": commands.cmd_train, "corpus": commands.cmd_corpus,
+            "enhance": commands.cmd_enhance,
             "evaluate": commands.cmd_evaluate, "bench": commands.cmd_bench,
             "demo": commands.cmd_demo}[args.command](args)
 

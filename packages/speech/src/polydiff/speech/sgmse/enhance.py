@@ -13,7 +13,18 @@ Time grid: ``N`` points ``linspace(T, t_eps, N)`` as in SGMSE's code, followed b
 to ``t = 0`` (core's ``time_grid(..., final_zero=True)``; SGMSE's last predictor step from
 ``t_eps`` uses ``dt = 1/N`` instead of ``t_eps``). ODE solvers use a grid uniform in log-SNR.
 
-Long recordings: ``chunk_seconds`` splits the (globally normalised) waveform into chunks that
+Predictive-then-diffusion (``sampler="storm"``, after StoRM: Lemercier, Richter, Welker,
+Gerkmann (2023), "StoRM: A Diffusion-Based Stochastic Regeneration Model for Speech
+Enhancement and Dereverberation"): a first estimate ``x0_hat`` (the predictive baseline's
+output ``D(y)`` when a ``predictive`` model is given, else the diffusion model's own one-pass
+estimate ``D_theta(y, T)``) is diffused forward to ``t_start`` (``x ~ q(x_t | x0_hat, y)``, the
+OUVE marginal) and the reverse process runs from there with the PC sampler. Unlike StoRM,
+whose score model is trained conditioned on the predictive estimate, the score model here is
+the plain SGMSE model (``t_start`` < T then only removes the predictive stage's artefacts);
+``t_start`` and ``x0_init`` work with every sampler.
+
+Long recordings: ``chunk_seconds`` (default :data:`CHUNK_SECONDS`, so memory is bounded and
+independent of the file's length) splits the (globally normalised) waveform into chunks that
 overlap by ``overlap_seconds``; chunk starts are multiples of the STFT hop, so every chunk
 sees the same frame grid as the whole file. In each overlap the outer quarters are context
 only (weight 0 for the chunk whose edge lies there) and the central half is cross-faded with
@@ -39,16 +50,24 @@ from polydiff.speech.sgmse.model import SGMSE, SGMSEPredictive, as_spec_batch
 from polydiff.speech.sgmse.spec import crop_frames, pad_frames
 
 __all__ = [
-    "SAMPLERS", "EnhanceStats", "chunk_plan", "chunk_weights", "sample_spec", "enhance",
-    "enhance_predictive", "enhance_with_stats", "measure_rtf",
+    "CHUNK_SECONDS", "OVERLAP_SECONDS", "SAMPLERS", "STORM_T_START", "EnhanceStats",
+    "chunk_plan", "chunk_weights", "sample_spec", "enhance", "enhance_predictive",
+    "enhance_with_stats", "measure_rtf",
 ]
 
 #: sampler name -> (default grid kind, stochastic): every sampler of core's registry
 #: (:mod:`polydiff.core.samplers.registry`), on SGMSE+'s uniform grid for the stochastic and
 #: adaptive ones (Richter et al. 2023) and the log-SNR grid for the ODE solvers.
 SAMPLERS: dict[str, tuple[str, bool]] = {
-    name: ("uniform" if spec.stochastic or spec.adaptive else "logsnr", spec.stochastic)
-    for name, spec in REGISTRY.items()}
+    **{name: ("uniform" if spec.stochastic or spec.adaptive else "logsnr", spec.stochastic)
+       for name, spec in REGISTRY.items()},
+    "storm": ("uniform", True),       # first estimate, forward to t_start, then a base sampler
+}
+#: Default chunk length and overlap of :func:`enhance` (seconds).
+CHUNK_SECONDS = 6.0
+OVERLAP_SECONDS = 0.5
+#: Default start time of the ``"storm"`` sampler.
+STORM_T_START = 0.5
 
 
 @dataclass
@@ -72,14 +91,20 @@ class EnhanceStats:
 def sample_spec(model: SGMSE, y: Tensor, *, sampler: str = "pc", steps: int = 30,
                 corrector_steps: int = 1, snr: float = 0.5, seed: int | None = 0,
                 generator: torch.Generator | None = None, grid: str | None = None,
-                x_init: Tensor | None = None, disable: bool | None = True,
-                **sampler_kw: Any) -> Tensor:
+                x_init: Tensor | None = None, x0_init: Tensor | None = None,
+                t_start: float | None = None, storm_base: str = "pc",
+                disable: bool | None = True, **sampler_kw: Any) -> Tensor:
     """Draw clean spectrograms given noisy ones ``y`` ``(B, 1, F, N)`` (``N`` a multiple of
     ``model.padding_multiple``) with a core sampler; returns ``(B, 1, F, N)``.
 
-    ``x_init`` replaces the prior draw ``N(y, sigma(T)^2 I)``; ``grid`` overrides the time
-    spacing (:func:`polydiff.core.grids.time_grid` kinds); ``sampler_kw`` goes to the core
-    sampler (e.g. ``rtol`` for ``"ode"``, ``order`` for ``"unipc"``).
+    ``x_init`` replaces the prior draw ``N(y, sigma(T)^2 I)``; ``t_start`` starts the reverse
+    process at that time instead of ``T`` (from ``q(x_t | x0_init, y)``, ``x0_init``
+    defaulting to ``y``); ``"storm"`` is the ``storm_base`` sampler (PC by default; a
+    deterministic solver such as ``"euler"`` or ``"dpmpp_2m"`` works too) from ``t_start``
+    (:data:`STORM_T_START` by default) and ``x0_init`` (default: the model's own one-pass
+    estimate at ``T``); ``grid`` overrides the time spacing
+    (:func:`polydiff.core.grids.time_grid` kinds); ``sampler_kw`` goes to the core sampler
+    (e.g. ``rtol`` for ``"ode"``, ``order`` for ``"unipc"``).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
@@ -87,14 +112,36 @@ def sample_spec(model: SGMSE, y: Tensor, *, sampler: str = "pc", steps: int = 30
         raise ValueError(f"steps must be >= 1, got {steps}")
     y = as_spec_batch(y)
     process, den = model.process, model.denoiser()
-    kind, stochastic = SAMPLERS[sampler]
-    spec = get_sampler(sampler)
     if generator is None and seed is not None:
         generator = torch.Generator(device=y.device).manual_seed(int(seed))
-    x = process.prior_sample(y.shape, y=y, generator=generator) if x_init is None else x_init
+    if sampler == "storm":
+        if storm_base not in SAMPLERS or storm_base == "storm":
+            raise ValueError(f"unknown storm base sampler {storm_base!r}; expected one of "
+                             f"{', '.join(k for k in SAMPLERS if k != 'storm')}")
+        t_start = STORM_T_START if t_start is None else t_start
+        if x0_init is None:  # the model's own one-pass estimate
+            t_max = torch.full((y.shape[0],), float(process.t_max), device=y.device)
+            x0_init = den.x0(y, t_max, y=y)
+        sampler = storm_base
+    kind, stochastic = SAMPLERS[sampler]
+    spec = get_sampler(sampler)
+    if t_start is not None:
+        t_start = float(t_start)
+        if not process.t_min < t_start <= process.t_max:
+            raise ValueError(f"t_start must be in ({process.t_min}, {process.t_max}], "
+                             f"got {t_start}")
+    if x_init is not None:
+        x = x_init
+    elif t_start is None:
+        x = process.prior_sample(y.shape, y=y, generator=generator)
+    else:
+        tt = torch.full((y.shape[0],), t_start, device=y.device)
+        x = process.marginal(y if x0_init is None else as_spec_batch(x0_init), tt, y=y,
+                             generator=generator)[0]
     # "ode" is adaptive: only its ends matter (T -> t_eps, then a final denoising to t = 0)
     n = 2 if spec.adaptive else steps
-    ts = time_grid(process, n, grid or kind, final_zero=True, device=y.device)
+    ts = time_grid(process, n, grid or kind, t_start=t_start, final_zero=True,
+                   device=y.device)
     common: dict[str, Any] = {"cond": {"y": y}, "disable": disable, **sampler_kw}
     if sampler == "pc":
         common.update(snr=snr, corrector_steps=corrector_steps)
@@ -170,14 +217,26 @@ def _device(model: torch.nn.Module, device: str | torch.device | None) -> torch.
 
 
 def _process_chunk(model: SGMSE | SGMSEPredictive, wave: Tensor, sample_kw: dict[str, Any],
-                   seed: int | None) -> Tensor:
+                   seed: int | None, predictive: SGMSEPredictive | None = None) -> Tensor:
     """One normalised chunk ``(T,)`` -> its estimate ``(T,)``."""
     length = wave.shape[-1]
     n_fft = model.representation.config.n_fft
     padded = torch.nn.functional.pad(wave, (0, max(n_fft - length, 0)))  # very short inputs
-    y, n = pad_frames(model.spectrogram(padded[None]), model.padding_multiple)
+    storm = sample_kw.get("sampler") == "storm"
+    centred = isinstance(model, SGMSE) and model.config.center == "predictive"
+    multiple = model.padding_multiple
+    if isinstance(model, SGMSE) and predictive is not None and (storm or centred):
+        multiple = math.lcm(multiple, predictive.padding_multiple)
+    y, n = pad_frames(model.spectrogram(padded[None]), multiple)
     if isinstance(model, SGMSE):
-        x = sample_spec(model, y, seed=seed, **sample_kw)
+        kw = dict(sample_kw)
+        if centred:  # StoRM-style: process and condition centred on D(y)
+            y = model.condition(y)
+            if storm:
+                kw["x0_init"] = y
+        elif storm and predictive is not None:
+            kw["x0_init"] = predictive(y)
+        x = sample_spec(model, y, seed=seed, **kw)
     else:
         x = model(y)
     return model.waveform(crop_frames(x, n), padded.shape[-1])[0, :length]
@@ -185,16 +244,32 @@ def _process_chunk(model: SGMSE | SGMSEPredictive, wave: Tensor, sample_kw: dict
 
 def enhance_with_stats(model: SGMSE | SGMSEPredictive, noisy: Any, sr: int, *,
                        sampler: str = "pc", steps: int = 30, corrector_steps: int = 1,
-                       snr: float = 0.5, seed: int = 0, chunk_seconds: float | None = None,
-                       overlap_seconds: float = 1.0, device: str | torch.device | None = None,
-                       progress: bool | None = False, **sampler_kw: Any
-                       ) -> tuple[np.ndarray, EnhanceStats]:
+                       snr: float = 0.5, seed: int = 0,
+                       chunk_seconds: float | None = CHUNK_SECONDS,
+                       overlap_seconds: float = OVERLAP_SECONDS,
+                       device: str | torch.device | None = None,
+                       progress: bool | None = False,
+                       predictive: SGMSEPredictive | None = None,
+                       **sampler_kw: Any) -> tuple[np.ndarray, EnhanceStats]:
     """:func:`enhance`, also returning what it cost (:class:`EnhanceStats`)."""
     from polydiff.gpu.timing import synchronize
     from polydiff.speech.audio import resample
 
     if not isinstance(model, SGMSE | SGMSEPredictive):
         raise TypeError(f"expected an SGMSE or SGMSEPredictive model, got {type(model).__name__}")
+    if predictive is not None:
+        if not isinstance(predictive, SGMSEPredictive):
+            raise TypeError(f"predictive must be an SGMSEPredictive model, got "
+                            f"{type(predictive).__name__}")
+        if predictive.representation.config != model.representation.config:
+            raise ValueError("the predictive and diffusion models use different STFT settings")
+    if isinstance(model, SGMSE) and model.config.center == "predictive":
+        if predictive is not None:
+            model.attach_predictive(predictive)
+        elif model.predictive is None:
+            raise ValueError("this SGMSE model is centred on a predictive estimate: pass its "
+                             "predictive model (predictive=..., sgmse enhance --predictive)")
+        predictive = model.predictive
     if int(sr) != sr or sr < 1000:
         raise ValueError(f"sample rate must be an integer >= 1000 Hz, got {sr}")
     wave = _as_wave(noisy)
@@ -204,9 +279,14 @@ def enhance_with_stats(model: SGMSE | SGMSEPredictive, noisy: Any, sr: int, *,
     peak = float(np.abs(work).max())
     dev = _device(model, device)
     counter = [0]
-    hook = model.net.register_forward_hook(lambda *_: counter.__setitem__(0, counter[0] + 1))
-    was_training = model.training
-    model.eval()
+    models = [model] + ([predictive] if predictive is not None else [])
+    hooks = [m.net.register_forward_hook(lambda *_: counter.__setitem__(0, counter[0] + 1))
+             for m in models]
+    was_training = [m.training for m in models]
+    if predictive is not None:
+        predictive.to(dev)
+    for m in models:
+        m.eval()
     synchronize(dev)
     start = time.perf_counter()
     try:
@@ -227,14 +307,17 @@ def enhance_with_stats(model: SGMSE | SGMSEPredictive, noisy: Any, sr: int, *,
             out = np.zeros(work.shape[0], dtype=np.float64)
             with torch.no_grad():
                 for k, ((s, e), w) in enumerate(zip(plan, weights, strict=True)):
-                    est = _process_chunk(model, x[s:e], kw, seed + k).double().cpu().numpy()
+                    est = _process_chunk(model, x[s:e], kw, seed + k,
+                                         predictive).double().cpu().numpy()
                     out[s:e] += est if w is None else w * est
             out *= peak
         synchronize(dev)
         seconds = time.perf_counter() - start
     finally:
-        hook.remove()
-        model.train(was_training)
+        for h in hooks:
+            h.remove()
+        for m, mode in zip(models, was_training, strict=True):
+            m.train(mode)
     if sr != rate:
         out = resample(out, rate, sr)[:orig_len]
         out = np.pad(out, (0, orig_len - out.shape[0]))
@@ -245,8 +328,9 @@ def enhance_with_stats(model: SGMSE | SGMSEPredictive, noisy: Any, sr: int, *,
 
 def enhance(model: SGMSE | SGMSEPredictive, noisy: Any, sr: int, *, sampler: str = "pc",
             steps: int = 30, corrector_steps: int = 1, snr: float = 0.5, seed: int = 0,
-            chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
-            device: str | torch.device | None = None, progress: bool | None = False,
+            chunk_seconds: float | None = CHUNK_SECONDS,
+            overlap_seconds: float = OVERLAP_SECONDS, device: str | torch.device | None = None,
+            progress: bool | None = False, predictive: SGMSEPredictive | None = None,
             **sampler_kw: Any) -> np.ndarray:
     """Enhance one noisy recording ``noisy`` ``(T,)`` (NumPy or torch) at ``sr`` Hz; returns
     a float32 ``(T,)`` wave at ``sr`` (module docstring for the procedure).
@@ -258,8 +342,10 @@ def enhance(model: SGMSE | SGMSEPredictive, noisy: Any, sr: int, *, sampler: str
         steps: reverse steps ``N`` (ignored by ``"ode"``, which is adaptive).
         corrector_steps, snr: the annealed Langevin corrector of ``"pc"``.
         seed: seeds the prior draw and the sampler noise (chunk ``k`` uses ``seed + k``).
-        chunk_seconds: process in chunks of this length (``None``: the whole file at once);
+        chunk_seconds: process in chunks of this length (default :data:`CHUNK_SECONDS`:
+            memory bounded whatever the file's length; ``None``: the whole file at once);
             overlap_seconds: their overlap (at most half a chunk).
+        predictive: the predictive model whose output starts the ``"storm"`` sampler.
         device: run there (the model is moved); default: where the model is.
         progress: show the sampler's progress bar (``None``: automatic).
         sampler_kw: extra arguments of the core sampler.
@@ -270,11 +356,13 @@ def enhance(model: SGMSE | SGMSEPredictive, noisy: Any, sr: int, *, sampler: str
     return enhance_with_stats(model, noisy, sr, sampler=sampler, steps=steps,
                               corrector_steps=corrector_steps, snr=snr, seed=seed,
                               chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
-                              device=device, progress=progress, **sampler_kw)[0]
+                              device=device, progress=progress, predictive=predictive,
+                              **sampler_kw)[0]
 
 
 def enhance_predictive(model: SGMSEPredictive, noisy: Any, sr: int, *,
-                       chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
+                       chunk_seconds: float | None = CHUNK_SECONDS,
+                       overlap_seconds: float = OVERLAP_SECONDS,
                        device: str | torch.device | None = None) -> np.ndarray:
     """Enhance with the predictive baseline (one forward pass per chunk); see
     :func:`enhance`."""

@@ -151,8 +151,13 @@ class _SpecModel(PretrainedMixin, nn.Module):
         if frames == 0:
             raise ValueError(f"training segments of {clean.shape[-1]} samples give "
                              f"{x.shape[-1]} frames; the network needs at least {m}")
-        return self.loss(x[..., :frames], y[..., :frames], generator=generator,
-                         reduction=reduction)
+        y = self.condition(y[..., :frames])
+        return self.loss(x[..., :frames], y, generator=generator, reduction=reduction)
+
+    def condition(self, y: Tensor) -> Tensor:
+        """The spectrogram the model is conditioned on and centred at, given the noisy one:
+        ``y`` itself (predictive models and SGMSE with ``center="noisy"``)."""
+        return y
 
 
 class _NoiseInput(nn.Module):
@@ -181,12 +186,18 @@ class SGMSEConfig:
         theta, sigma_min, sigma_max, t_eps, t_max: the OUVE SDE (paper: 1.5, 0.05, 0.5,
             0.03, 1).
         sigma_data: the scale of ``x0 - y`` in EDM's preconditioning (``"edm"`` only).
+        center: ``"noisy"`` (SGMSE+: the process reverts to, and the network is conditioned
+            on, the noisy spectrogram ``y``) or ``"predictive"`` (StoRM-style, Lemercier et
+            al. 2023: both use a predictive model's estimate ``D(y)`` instead; the
+            predictive model is attached with :meth:`SGMSE.attach_predictive`, it is not
+            part of this model's weights).
     """
 
     objective: str = "score"
     preset: str = "small"
     network: NCSNppConfig | None = None
     spec: SpecConfig = field(default_factory=SpecConfig)
+    center: str = "noisy"
     theta: float = 1.5
     sigma_min: float = 0.05
     sigma_max: float = 0.5
@@ -208,6 +219,8 @@ class SGMSEConfig:
             raise ValueError("need theta > 0 and 0 < t_eps < t_max")
         if not self.sigma_data > 0:
             raise ValueError(f"sigma_data must be > 0, got {self.sigma_data}")
+        if self.center not in ("noisy", "predictive"):
+            raise ValueError(f"center must be 'noisy' or 'predictive', got {self.center!r}")
         if self.spec.n_freq % self.network_multiple:
             raise ValueError(f"{self.spec.n_freq} frequency bins are not divisible by the "
                              f"network's padding multiple {self.network_multiple}")
@@ -260,6 +273,40 @@ class SGMSE(_SpecModel):
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         return self.net(x, t, y)
+
+    @property
+    def predictive(self) -> SGMSEPredictive | None:
+        """The attached predictive model (``center="predictive"``), or ``None``."""
+        return self.__dict__.get("_predictive")
+
+    def attach_predictive(self, model: SGMSEPredictive | None) -> SGMSE:
+        """Attach the (frozen) predictive model whose estimate a ``center="predictive"``
+        model is centred on; it is not a registered submodule (not saved, not trained)."""
+        if model is not None:
+            if not isinstance(model, SGMSEPredictive):
+                raise TypeError(f"expected an SGMSEPredictive, got {type(model).__name__}")
+            if model.representation.config != self.representation.config:
+                raise ValueError("the predictive model uses other STFT settings")
+            model.eval().requires_grad_(False)
+        self.__dict__["_predictive"] = model
+        return self
+
+    def condition(self, y: Tensor) -> Tensor:
+        """``y`` for ``center="noisy"``; the attached predictive model's estimate ``D(y)``
+        (computed without gradients) for ``center="predictive"``."""
+        if self.config.center == "noisy":
+            return y
+        pred = self.predictive
+        if pred is None:
+            raise ValueError("this SGMSE model is centred on a predictive estimate: attach "
+                             "its predictive model (attach_predictive, or --predictive)")
+        pred.to(y.device)
+        with torch.no_grad():
+            mult = pred.padding_multiple
+            n = y.shape[-1]
+            pad = (-n) % mult
+            yp = torch.nn.functional.pad(y, (0, pad)) if pad else y
+            return pred(yp)[..., :n]
 
     def loss(self, clean: Tensor, noisy: Tensor, *, t: Tensor | float | None = None,
              eps: Tensor | None = None, generator: torch.Generator | None = None,

@@ -25,6 +25,7 @@ core hub so ``save_pretrained`` / ``from_pretrained`` round-trip it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -77,6 +78,28 @@ class SpecAdapter(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.conditional = conditional
+        self._compiled: Callable[[Tensor, Tensor], Tensor] | None = None
+
+    def compile_backbone(self, enabled: bool = True, **compile_kw: Any) -> None:
+        """Run the (real-valued) backbone through :func:`polydiff.gpu.maybe_compile` (eager
+        fallback) from now on, or stop doing so (``enabled=False``). The compiled module is
+        not a registered child: parameters, state dicts and checkpoints are unchanged."""
+        if not enabled:
+            self.__dict__["_compiled"] = None
+            return
+        from polydiff.gpu import maybe_compile
+
+        compiled = maybe_compile(self.backbone, **compile_kw)
+        self.__dict__["_compiled"] = None if compiled is self.backbone else compiled
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SpecAdapter:
+        """Copies never carry the compiled wrapper (it is rebuilt on demand)."""
+        cls = type(self)
+        out = cls.__new__(cls)
+        memo[id(self)] = out
+        for k, v in self.__dict__.items():
+            out.__dict__[k] = None if k == "_compiled" else copy.deepcopy(v, memo)
+        return out
 
     def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         if self.conditional:
@@ -88,7 +111,8 @@ class SpecAdapter(nn.Module):
         t = torch.as_tensor(t, device=h.device, dtype=h.dtype)
         t = t.reshape(1).expand(h.shape[0]) if t.ndim == 0 else t
         # SGMSE+ (like NCSN++) embeds log t with Gaussian Fourier features
-        out = self.backbone(h, torch.log(t.clamp_min(1e-12)))
+        backbone = self._compiled if self._compiled is not None else self.backbone
+        out = backbone(h, torch.log(t.clamp_min(1e-12)))
         return channels_to_complex(out)
 
 

@@ -88,6 +88,20 @@ class SpecConfig:
         """Frames of a centred STFT of ``length`` samples: ``1 + length // hop_length``."""
         return 1 + int(length) // self.hop_length
 
+    @classmethod
+    def for_sample_rate(cls, sample_rate: int, **overrides: object) -> SpecConfig:
+        """The paper's settings scaled to ``sample_rate``: the same 32 ms window and 8 ms hop
+        (``n_fft = 510``, hop 128 at 16 kHz; ``n_fft = 254``, hop 64 and 128 bins at 8 kHz;
+        ``n_fft`` kept even with ``n_fft // 2 + 1`` a power of two where possible)."""
+        sr = int(sample_rate)
+        if sr == 16000:
+            base = cls()
+        else:
+            bins = 1 << max(3, round(math.log2(256 * sr / 16000)))
+            base = cls(n_fft=2 * (bins - 1), hop_length=max(1, round(128 * sr / 16000)),
+                       sample_rate=sr)
+        return cls(**{**base.__dict__, **overrides})  # type: ignore[arg-type]
+
     def segment_length(self, frames: int) -> int:
         """Samples whose centred STFT has exactly ``frames`` frames and no partial last hop:
         ``(frames - 1) * hop_length`` (SGMSE's training length; 32640 for 256 frames)."""
