@@ -73,13 +73,14 @@ def _normal_denoiser(dim: int) -> Denoiser:
 
 @pytest.mark.parametrize("sampler", ["pc", "em"])
 def test_linear_predictor_guidance_shifts_a_gaussian_exactly(sampler):
-    """For N(0, I) data under VP every marginal is N(0, I); guidance by ``f = c . x_t`` adds
-    ``c`` to every score, which is the score of N(c, I) at every time: samples come out
-    N(c, I)."""
+    """For N(0, I) data under VP every marginal is N(0, I); the time-conditioned predictor
+    ``f = alpha(t) c . x_t`` adds ``alpha(t) c`` to the score, which makes it the score of
+    N(alpha(t) c, I), the marginal at time t of N(c, I) data: samples come out N(c, I)."""
     torch.manual_seed(0)
     den = _normal_denoiser(2)
     c = torch.tensor([1.5, -0.5], dtype=torch.float64)
-    guided = predictor_guidance(den, lambda x, t: (x * c.to(x.dtype)).sum(1), 1.0)
+    guided = predictor_guidance(
+        den, lambda x, t: VP.alpha(t).to(x.dtype) * (x * c.to(x.dtype)).sum(1), 1.0)
     x = VP.prior_sample((4000, 2), dtype=torch.float64, generator=torch.Generator()
                         .manual_seed(1))
     ts = time_grid(VP, 200, "uniform")

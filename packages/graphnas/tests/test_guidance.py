@@ -32,17 +32,17 @@ def test_guidance_on_the_exact_parameter_count(tmp_path):
     y = (params - params.mean()) / params.std()
 
     pred = ArchPredictor(PredictorConfig(space="nb201", hidden_size=32, depth=2))
-    train_predictor(pred, states, y, tmp_path / "pred", steps=300, batch_size=128, lr=2e-3,
+    train_predictor(pred, states, y, tmp_path / "pred", steps=200, batch_size=128, lr=3e-3,
                     ckpt_every=0)
 
     diffusion = ArchDiffusion(DiffusionConfig(space="nb201"))
     mix = GaussianMixture(states.double(), torch.full(states.shape, 1e-4, dtype=torch.float64))
     diffusion.denoiser = mix.denoiser(diffusion.process)  # the exact empirical denoiser
-    sampler = SamplerConfig(sampler="pc", steps=60, batch_size=96)
+    sampler = SamplerConfig(sampler="pc", steps=40, batch_size=64)
 
     def mean_params(scale: float) -> tuple[float, float]:
         guide = None if scale == 0 else (lambda den, b: pred.guide(den, b, scale=scale))
-        out, _ = diffusion.generate(96, sampler=sampler, guide=guide, seed=1)
+        out, _ = diffusion.generate(64, sampler=sampler, guide=guide, seed=1)
         valid = [a for a in out if a is not None]
         return float(np.mean([space.properties(a)["params"] for a in valid])), \
             len(valid) / len(out)

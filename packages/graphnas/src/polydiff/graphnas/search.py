@@ -87,7 +87,7 @@ class SearchTrace:
 class GuidanceConfig:
     """Predictor guidance of the generation: strength, schedule over time, samples per round."""
 
-    scale: float = 20.0
+    scale: float = 10.0
     schedule: str = "constant"
     n_generate: int = 256
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=100))

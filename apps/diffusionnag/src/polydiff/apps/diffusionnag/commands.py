@@ -41,9 +41,11 @@ def _sampler(args: argparse.Namespace, space: str) -> Any:
 
 
 def _threads() -> None:
+    """One intra-op thread: the graphs are tiny, so more threads only add synchronisation
+    (several times slower on a busy machine)."""
     import torch
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(1)
 
 
 # ----------------------------------------------------------------------------- train
@@ -136,7 +138,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     sampler = _sampler(args, args.space)
     model = wf.load_diffusion(args.model, args.space)
     pred, task, kind, scaling = _guide(args)
-    scale = args.scale if args.scale is not None else (20.0 if kind == "valid" else 5.0)
+    scale = args.scale if args.scale is not None else (10.0 if kind == "valid" else 5.0)
     if pred is not None and scale < 0:
         raise CLIError(f"--scale must be >= 0 (use --minimize to lower a property), got {scale}")
     _threads()
@@ -243,7 +245,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if pred.config.space != "nbgraph" or not pred.config.cond_dim:
             raise CLIError("--predictor must be a NAS-Bench-Graph meta-predictor "
                            "('diffusionnag train --space nbgraph --target meta')")
-        scale = 20.0 if args.scale is None else args.scale
+        scale = 10.0 if args.scale is None else args.scale
         if scale < 0:
             raise CLIError(f"--scale must be >= 0, got {scale}")
         g = sr.GuidanceConfig(scale=scale, schedule=args.schedule, n_generate=args.generate,

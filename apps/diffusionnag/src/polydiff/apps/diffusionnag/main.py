@@ -39,7 +39,7 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
 def _guidance_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("predictor guidance")
     g.add_argument("--scale", type=float, default=None,
-                   help="guidance strength (default: 20 for accuracy, 5 for properties)")
+                   help="guidance strength (default: 10 for accuracy, 5 for properties)")
     g.add_argument("--schedule", choices=("constant", "linear", "cosine"), default="constant",
                    help="guidance weight over diffusion time (default: %(default)s)")
 
