@@ -90,6 +90,11 @@ class ArchDiffusion:
         self.process = VPLinear(config.beta_min, config.beta_max)
         self.denoiser = ModelDenoiser(self.net, self.process, "epsilon")
 
+    def to_device(self, device: str | torch.device) -> ArchDiffusion:
+        """Move the network to ``device`` (returns ``self``)."""
+        self.net.to(device)
+        return self
+
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
         """``directory/`` with the network (``save_pretrained``) and ``diffusion.json``."""

@@ -81,6 +81,11 @@ class ArchPredictor:
         self.net = net if net is not None else GraphTransformer(config.network_config())
         self.process = VPLinear(config.beta_min, config.beta_max)
 
+    def to_device(self, device: str | torch.device) -> ArchPredictor:
+        """Move the network to ``device`` (returns ``self``)."""
+        self.net.to(device)
+        return self
+
     def loss(self, clean_fraction: float = 0.25) -> NoisyPredictorLoss:
         return NoisyPredictorLoss(self.process, "mse", clean_fraction=clean_fraction)
 

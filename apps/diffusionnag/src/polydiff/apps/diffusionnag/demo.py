@@ -35,6 +35,7 @@ class DemoSettings:
     search_budget: int
     search_generate: int
     mbv3: int
+    search_steps: int = 30
     scale: float = 10.0
     seed: int = 0
 
@@ -147,7 +148,7 @@ class DiffusionNAGDemo:
         from polydiff.graphnas.model import SamplerConfig
 
         g = sr.GuidanceConfig(scale=s.scale, n_generate=s.search_generate,
-                              sampler=SamplerConfig(steps=s.steps,
+                              sampler=SamplerConfig(steps=s.search_steps,
                                                     batch_size=s.search_generate))
         traces = {
             "DiffusionNAG": sr.diffusionnag_search(bench, model, pred, s.search_budget, s.seed,
