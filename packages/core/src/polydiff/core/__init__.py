@@ -3,6 +3,7 @@
 Submodules: :mod:`~polydiff.core.processes` (forward processes), :mod:`~polydiff.core.param`
 (parameterizations), :mod:`~polydiff.core.denoiser`, :mod:`~polydiff.core.losses`,
 :mod:`~polydiff.core.grids`, :mod:`~polydiff.core.samplers`, :mod:`~polydiff.core.guidance`,
+:mod:`~polydiff.core.predictors` (noise-aware predictors and scheduled predictor guidance),
 :mod:`~polydiff.core.testbeds`, :mod:`~polydiff.core.distill` (progressive distillation),
 :mod:`~polydiff.core.shapes` (``append_dims`` and other
 tensor helpers), :mod:`~polydiff.core.utils` (atomic writes, progress: standard library only),
@@ -59,7 +60,8 @@ _HOME = {
 
 _SUBMODULES = frozenset({"processes", "param", "denoiser", "losses", "grids", "samplers",
                          "guidance", "testbeds", "interop", "cli", "nn", "training",
-                         "shapes", "utils", "config", "plots", "lazy", "distill"})
+                         "shapes", "utils", "config", "plots", "lazy", "distill",
+                         "predictors"})
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOME, _SUBMODULES)

@@ -5,6 +5,9 @@
   U-ViT (time tokens, long skips) over tokens of any modality, with :func:`patchify` /
   :func:`unpatchify`;
 * :class:`WaveNet` (:mod:`~polydiff.core.nn.wavenet`): DiffWave's dilated residual network;
+* :class:`GraphTransformer` (:mod:`~polydiff.core.nn.graph`): a masked graph transformer over a
+  :class:`GraphLayout` (node features + free adjacency entries as one flat state), as a score
+  network or a time-conditioned graph regressor;
 * time embeddings (:mod:`~polydiff.core.nn.embeddings`);
 * :func:`save_pretrained` / :func:`from_pretrained` (:mod:`~polydiff.core.nn.hub`):
   ``config.json`` + ``model.safetensors`` directories, written atomically.
@@ -19,6 +22,12 @@ from polydiff.core.nn.embeddings import (
     LabelEmbedding,
     SinusoidalEmbedding,
     TimestepMLP,
+)
+from polydiff.core.nn.graph import (
+    GraphLayout,
+    GraphTransformer,
+    GraphTransformerConfig,
+    dag_free_edges,
 )
 from polydiff.core.nn.hub import (
     PretrainedMixin,
@@ -40,5 +49,6 @@ __all__ = [
     "SinusoidalEmbedding", "GaussianFourierEmbedding", "TimestepMLP", "LabelEmbedding",
     "UNet", "UNetConfig", "DiffusionTransformer", "DiffusionTransformerConfig", "patchify",
     "unpatchify", "WaveNet", "WaveNetConfig", "PretrainedMixin", "save_pretrained",
-    "from_pretrained", "model_registry", "register_model",
+    "from_pretrained", "model_registry", "register_model", "GraphLayout", "GraphTransformer",
+    "GraphTransformerConfig", "dag_free_edges",
 ]
