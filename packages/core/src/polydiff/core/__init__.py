@@ -3,7 +3,8 @@
 Submodules: :mod:`~polydiff.core.processes` (forward processes), :mod:`~polydiff.core.param`
 (parameterizations), :mod:`~polydiff.core.denoiser`, :mod:`~polydiff.core.losses`,
 :mod:`~polydiff.core.grids`, :mod:`~polydiff.core.samplers`, :mod:`~polydiff.core.guidance`,
-:mod:`~polydiff.core.testbeds`, :mod:`~polydiff.core.shapes` (``append_dims`` and other
+:mod:`~polydiff.core.testbeds`, :mod:`~polydiff.core.multimodal` (per-modality timesteps),
+:mod:`~polydiff.core.shapes` (``append_dims`` and other
 tensor helpers), :mod:`~polydiff.core.utils` (atomic writes, progress: standard library only),
 :mod:`~polydiff.core.cli` (app helpers) and :mod:`~polydiff.core.interop` (diffusers, optional).
 
@@ -58,7 +59,7 @@ _HOME = {
 
 _SUBMODULES = frozenset({"processes", "param", "denoiser", "losses", "grids", "samplers",
                          "guidance", "testbeds", "interop", "cli", "nn", "training",
-                         "shapes", "utils", "config", "plots", "lazy"})
+                         "shapes", "utils", "config", "plots", "lazy", "multimodal"})
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOME, _SUBMODULES)

@@ -5,6 +5,8 @@
   other file), :func:`atomic_dir` (the same for a whole folder);
 * progress: :func:`quiet` (one rule for every progress bar) and :func:`progress`;
 * text: :func:`one_line` (collapse whitespace for one-line error messages);
+* runs: :func:`hold_dir` (an exclusive lock on a run folder, so two processes never train
+  into the same one);
 * errors: :class:`MissingDependencyError` (an optional extra is not installed; apps report
   it on one line).
 
@@ -25,8 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["MissingDependencyError", "atomic_dir", "atomic_path", "atomic_write", "file_mode",
-           "one_line", "progress", "quiet"]
+__all__ = ["DirectoryBusyError", "MissingDependencyError", "atomic_dir", "atomic_path",
+           "atomic_write", "file_mode", "hold_dir", "one_line", "progress", "quiet"]
 
 T = TypeVar("T")
 
@@ -144,3 +146,40 @@ def progress(iterable: Iterable[T] | int, total: int | None = None, desc: str | 
         total, iterable = iterable, range(iterable)
     return iter(tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
                      disable=quiet() if disable is None else disable, file=sys.stderr))
+
+
+class DirectoryBusyError(RuntimeError):
+    """Another process holds the folder (:func:`hold_dir`)."""
+
+
+LOCK_NAME = ".lock"
+
+
+@contextmanager
+def hold_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold ``path`` (created if needed) exclusively while the block runs: an advisory
+    ``flock`` on ``path/.lock``, released when the block ends or the process dies. A second
+    holder, in this or another process, gets :class:`DirectoryBusyError` at once (no waiting).
+    Where ``fcntl`` does not exist (Windows) the folder is not locked."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield path
+        return
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DirectoryBusyError(f"'{path}' is in use by another process (it holds "
+                                     f"{path / LOCK_NAME})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            yield path
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
