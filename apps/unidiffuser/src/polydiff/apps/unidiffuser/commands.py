@@ -93,8 +93,7 @@ def _train_settings(args: argparse.Namespace) -> TrainSettings:
              "text_encoder": args.text_encoder, "image_size": args.image_size,
              "channels": args.channels, "limit": args.limit, "seed": args.seed}
     for key, value in flags.items():
-        if value is not None and not (key == "data" and value == "digits" and
-                                      s.data != "digits" and args.data == "digits"):
+        if value is not None:
             setattr(s, key, value)
     if s.task not in ("joint", "t2i", "i2t"):
         raise CLIError(f"task must be joint, t2i or i2t, got {s.task!r}")

@@ -50,12 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "training loop (EMA, safetensors, resumable). Writes OUT/model/ (the "
                        "model folder), OUT/text/ and OUT/diffusion/ (training runs with "
                        "stats.jsonl and checkpoints), OUT/train.toml and a loss curve.")
-    p.add_argument("--data", metavar="digits|DIR", default="digits",
+    p.add_argument("--data", metavar="digits|DIR", default=None,
                    help="'digits' (scikit-learn's digits with captions generated from the "
                    "label and measured thickness, slant and size; offline) or an image-"
                    "caption folder: Flickr (captions.txt + Images/), COCO (annotations/"
                    "captions_*.json) or images with same-named .txt captions "
-                   "(default: %(default)s)")
+                   "(default: digits)")
     p.add_argument("-o", "--output", metavar="OUT", required=True, help="run folder")
     p.add_argument("--task", choices=("joint", "t2i", "i2t"), default=None,
                    help="joint = UniDiffuser; t2i / i2t = a dedicated conditional baseline "

@@ -54,6 +54,8 @@ class UniDiffuserConfig:
         task: what the network was trained for: ``"joint"`` (UniDiffuser: every time
             combination) or a dedicated conditional model ``"t2i"`` / ``"i2t"`` (the other
             modality always clean, or noise for the guidance branch).
+        prediction: what the network predicts for every modality: the noise (the paper's
+            ``"epsilon"``), ``"v_prediction"`` or ``"sample"``.
     """
 
     image_channels: int = 1
@@ -65,10 +67,13 @@ class UniDiffuserConfig:
     mlp_ratio: float = 4.0
     time_embed_dim: int = 64
     task: Literal["joint", "t2i", "i2t"] = "joint"
+    prediction: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.prediction not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(f"unknown prediction {self.prediction!r}")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not divisible by patch_size "
                              f"{self.patch_size}")

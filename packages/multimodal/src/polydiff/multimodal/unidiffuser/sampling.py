@@ -59,7 +59,8 @@ class Samples:
 def conditional_denoiser(model: UniDiffuser, generate: str) -> JointDenoiser:
     """The eps-predicting denoiser of ``generate`` (``"image"`` or ``"text"``) with the other
     modality held (its value and time passed as conditioning)."""
-    return JointDenoiser(model.network, model.process, model.layout, [generate])
+    return JointDenoiser(model.network, model.process, model.layout, [generate],
+                         prediction_type=model.config.prediction)
 
 
 def _grid(model: UniDiffuser, steps: int, device: torch.device) -> Tensor:
@@ -101,7 +102,8 @@ def generate_joint(model: UniDiffuser, n: int, *, guidance: float = 0.0, steps: 
                    generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """``n`` joint samples ``{"image", "text"}`` of latents, both modalities at one time."""
     dev = model.device
-    den = JointDenoiser(model.network, model.process, model.layout, ["image", "text"])
+    den = JointDenoiser(model.network, model.process, model.layout, ["image", "text"],
+                        prediction_type=model.config.prediction)
     x = torch.randn((n, model.layout.size()), generator=generator, device=dev)
     d = den if guidance == 0.0 else JointMarginalGuidance(
         den, guidance, noise=model.layout.noise(n, ["image", "text"], generator=generator,

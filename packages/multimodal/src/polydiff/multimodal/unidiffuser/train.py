@@ -81,6 +81,7 @@ class DiffusionSettings:
     depth: int = 6
     num_heads: int = 4
     patch_size: int = 2
+    prediction: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
 
 
 def _config(run: Path, steps: int, batch: int, lr: float, seed: int, *, ema: float | None,
@@ -127,11 +128,12 @@ def joint_loss(model: UniDiffuser, s: DiffusionSettings) -> JointDiffusionLoss:
     """The training objective of ``s.task`` (module docstring)."""
     names = ["image", "text"]
     if s.task == "joint":
-        return JointDiffusionLoss(model.process, names,
+        return JointDiffusionLoss(model.process, names, target=model.config.prediction,
                                   clean_prob={m: s.clean_prob for m in names},
                                   noise_prob={m: s.noise_prob for m in names})
     cond = "text" if s.task == "t2i" else "image"
-    return JointDiffusionLoss(model.process, names, weights={cond: 0.0},
+    return JointDiffusionLoss(model.process, names, target=model.config.prediction,
+                              weights={cond: 0.0},
                               clean_prob={cond: 1.0 - s.guidance_dropout},
                               noise_prob={cond: s.guidance_dropout})
 
@@ -145,7 +147,7 @@ def train_unidiffuser(data: CaptionedImages, run: str | Path, s: DiffusionSettin
     c, h = data.images.shape[1], data.images.shape[2]
     cfg = UniDiffuserConfig(image_channels=c, image_size=h, patch_size=s.patch_size,
                             hidden_size=s.hidden_size, depth=s.depth, num_heads=s.num_heads,
-                            task=s.task)
+                            task=s.task, prediction=s.prediction)
     torch.manual_seed(seed)
     model = UniDiffuser.create(cfg, text, {**(meta or {}),
                                            "train": dataclasses.asdict(s) | {"seed": seed}})
