@@ -129,7 +129,7 @@ class UniDiffuserDemo:
             g.setdefault("t2i", 0.0)
             g.setdefault("i2t", 0.0)
         metrics: dict[str, Any] = {}
-        with torch.random.fork_rng(devices=[]), torch.inference_mode(False):
+        with torch.random.fork_rng(devices=[]):
             for key in ("joint", "t2i"):
                 r = score_t2i(models[key], data, judge, guidance=guidance[key]["t2i"],
                               steps=s.steps, seed=s.seed)
