@@ -64,7 +64,7 @@ def test_clean_text_time_is_the_conditional_models_loss(splits, text) -> None:
             return model.network({"image": x, "text": text_latent},
                                  {"image": tt, "text": torch.zeros_like(tt)})["image"]
 
-        want = DiffusionLoss(model.process, target="epsilon")(
+        want = DiffusionLoss(model.process, target=model.config.prediction)(
             conditional, data["image"], cond={"text_latent": data["text"]}, t=t, eps=eps,
             reduction="none")
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

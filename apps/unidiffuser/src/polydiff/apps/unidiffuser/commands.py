@@ -39,6 +39,7 @@ class TrainSettings:
     depth: int = 6
     num_heads: int = 4
     patch_size: int = 2
+    prediction: str = "sample"
     clean_prob: float = 0.15
     noise_prob: float = 0.15
     guidance_dropout: float = 0.1
@@ -97,6 +98,9 @@ def _train_settings(args: argparse.Namespace) -> TrainSettings:
             setattr(s, key, value)
     if s.task not in ("joint", "t2i", "i2t"):
         raise CLIError(f"task must be joint, t2i or i2t, got {s.task!r}")
+    if s.prediction not in ("epsilon", "v_prediction", "sample"):
+        raise CLIError(f"prediction must be epsilon, v_prediction or sample, got "
+                       f"{s.prediction!r}")
     if s.text_encoder not in ("gru", "minilm"):
         raise CLIError(f"text_encoder must be gru or minilm, got {s.text_encoder!r}")
     for name in ("steps", "batch_size", "text_steps", "latent_tokens", "latent_dim",
@@ -183,7 +187,8 @@ def _train(args: argparse.Namespace, s: TrainSettings, out: Path, text_model: Pa
     ds = DiffusionSettings(task=s.task, steps=s.steps, batch_size=s.batch_size,  # type: ignore[arg-type]
                            lr=s.lr, clean_prob=s.clean_prob, noise_prob=s.noise_prob,
                            guidance_dropout=s.guidance_dropout, hidden_size=s.hidden_size,
-                           depth=s.depth, num_heads=s.num_heads, patch_size=s.patch_size)
+                           depth=s.depth, num_heads=s.num_heads, patch_size=s.patch_size,
+                           prediction=s.prediction)  # type: ignore[arg-type]
     try:
         model = train_unidiffuser(data, out / "diffusion", ds, text, seed=s.seed,
                                   progress=progress, resume=args.resume, meta=meta)

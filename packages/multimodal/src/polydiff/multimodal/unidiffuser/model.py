@@ -54,8 +54,10 @@ class UniDiffuserConfig:
         task: what the network was trained for: ``"joint"`` (UniDiffuser: every time
             combination) or a dedicated conditional model ``"t2i"`` / ``"i2t"`` (the other
             modality always clean, or noise for the guidance branch).
-        prediction: what the network predicts for every modality: the noise (the paper's
-            ``"epsilon"``), ``"v_prediction"`` or ``"sample"``.
+        prediction: what the network predicts for every modality: the clean latent
+            (``"sample"``, the default here), ``"v_prediction"``, or the noise (the paper's
+            ``"epsilon"``); every one gives both ``(x0, eps)`` (see the package README for
+            why the default differs from the paper).
     """
 
     image_channels: int = 1
@@ -67,7 +69,7 @@ class UniDiffuserConfig:
     mlp_ratio: float = 4.0
     time_embed_dim: int = 64
     task: Literal["joint", "t2i", "i2t"] = "joint"
-    prediction: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    prediction: Literal["epsilon", "v_prediction", "sample"] = "sample"
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

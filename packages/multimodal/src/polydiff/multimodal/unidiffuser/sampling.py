@@ -149,8 +149,13 @@ def sample(model: UniDiffuser, mode: str, *, prompts: list[str] | None = None,
         caps = model.captions(txt)
         if mode == "i2t":
             return Samples(captions=caps)
-        # the chain continues from the decoded caption, as a user would (text -> latent)
-        lat = generate(model, "image", model.text_latents(caps), **kw)
+        # the chain continues from the decoded caption, as a user would (text -> latent);
+        # a caption that decoded to no words keeps its sampled latent
+        held = txt.clone()
+        words = [i for i, c in enumerate(caps) if c.strip()]
+        if words:
+            held[words] = model.text_latents([caps[i] for i in words]).to(held.dtype)
+        lat = generate(model, "image", held, **kw)
         return Samples(images=model.images(lat), captions=caps, mid_captions=caps)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")

@@ -81,7 +81,7 @@ class DiffusionSettings:
     depth: int = 6
     num_heads: int = 4
     patch_size: int = 2
-    prediction: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    prediction: Literal["epsilon", "v_prediction", "sample"] = "sample"
 
 
 def _config(run: Path, steps: int, batch: int, lr: float, seed: int, *, ema: float | None,
