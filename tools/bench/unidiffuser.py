@@ -242,7 +242,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=Path, help="also write the JSON here")
-    p.add_argument("--steps", type=int, default=3000, help="optimizer steps per model")
+    p.add_argument("--steps", type=int, default=4000, help="optimizer steps per model")
     p.add_argument("--text-steps", type=int, default=800, help="text autoencoder steps")
     p.add_argument("--sampling-steps", type=int, default=20, help="DPM-Solver++ steps")
     p.add_argument("--eval-seeds", type=int, default=3, help="sampling seeds on the test set")

@@ -28,20 +28,20 @@ class TrainSettings:
 
     data: str = "digits"
     task: str = "joint"
-    steps: int = 3000
+    steps: int = 4000
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 2e-3
     text_steps: int = 800
     text_encoder: str = "gru"
     latent_tokens: int = 4
     latent_dim: int = 8
-    hidden_size: int = 96
-    depth: int = 6
+    hidden_size: int = 64
+    depth: int = 4
     num_heads: int = 4
-    patch_size: int = 2
+    patch_size: int = 4
     prediction: str = "sample"
-    clean_prob: float = 0.15
-    noise_prob: float = 0.15
+    clean_prob: float = 0.25
+    noise_prob: float = 0.1
     guidance_dropout: float = 0.1
     image_size: int = 8
     channels: int = 1

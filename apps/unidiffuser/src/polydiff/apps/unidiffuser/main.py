@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=("joint", "t2i", "i2t"), default=None,
                    help="joint = UniDiffuser; t2i / i2t = a dedicated conditional baseline "
                    "(default: joint)")
-    p.add_argument("--steps", type=int, metavar="N", help="optimizer steps (default: 3000)")
+    p.add_argument("--steps", type=int, metavar="N", help="optimizer steps (default: 4000)")
     p.add_argument("--batch-size", type=int, metavar="B", help="pairs per step (default: 128)")
     p.add_argument("--text-steps", type=int, metavar="N",
                    help="text-autoencoder steps (default: 800)")

@@ -69,18 +69,18 @@ class DiffusionSettings:
     """
 
     task: Literal["joint", "t2i", "i2t"] = "joint"
-    steps: int = 3000
+    steps: int = 4000
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 2e-3
     lr_warmup: int = 100
     ema_decay: float = 0.999
-    clean_prob: float = 0.15
-    noise_prob: float = 0.15
+    clean_prob: float = 0.25
+    noise_prob: float = 0.1
     guidance_dropout: float = 0.1
-    hidden_size: int = 96
-    depth: int = 6
+    hidden_size: int = 64
+    depth: int = 4
     num_heads: int = 4
-    patch_size: int = 2
+    patch_size: int = 4
     prediction: Literal["epsilon", "v_prediction", "sample"] = "sample"
 
 
