@@ -47,6 +47,7 @@ class TrainSettings:
     channels: int = 1
     limit: int = 0
     grammar_captions: int = 20000
+    device: str = "auto"
     seed: int = 0
 
 
@@ -183,7 +184,8 @@ def _train(args: argparse.Namespace, s: TrainSettings, out: Path, text_model: Pa
                           latent_dim=s.latent_dim, steps=s.text_steps,
                           max_len=14 if s.data == "digits" else 24)
         text = train_text_autoencoder(captions_for_text_training(data, extra), out / "text",
-                                      ts, seed=s.seed, progress=progress, resume=args.resume)
+                                      ts, seed=s.seed, progress=progress, resume=args.resume,
+                                      device=s.device)
     ds = DiffusionSettings(task=s.task, steps=s.steps, batch_size=s.batch_size,  # type: ignore[arg-type]
                            lr=s.lr, clean_prob=s.clean_prob, noise_prob=s.noise_prob,
                            guidance_dropout=s.guidance_dropout, hidden_size=s.hidden_size,
@@ -191,7 +193,8 @@ def _train(args: argparse.Namespace, s: TrainSettings, out: Path, text_model: Pa
                            prediction=s.prediction)  # type: ignore[arg-type]
     try:
         model = train_unidiffuser(data, out / "diffusion", ds, text, seed=s.seed,
-                                  progress=progress, resume=args.resume, meta=meta)
+                                  progress=progress, resume=args.resume, meta=meta,
+                                  device=s.device)
     except ValueError as exc:
         raise CLIError(f"cannot train on this data: {exc}") from None
     model.save(out / "model")

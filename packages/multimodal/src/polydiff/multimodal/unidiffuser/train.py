@@ -94,7 +94,7 @@ def _config(run: Path, steps: int, batch: int, lr: float, seed: int, *, ema: flo
 
 def train_text_autoencoder(captions: list[str], run: str | Path, s: TextSettings, *,
                            seed: int = 0, progress: bool = False, resume: bool = True,
-                           device: str = "cpu") -> TextAutoencoder:
+                           device: str = "auto") -> TextAutoencoder:
     """Train the text autoencoder on ``captions`` (its Trainer run folder is ``run``);
     returns it in eval mode with the EMA-free final weights."""
     vocab = Vocabulary.build(captions, max_size=s.max_vocab)
@@ -140,7 +140,7 @@ def joint_loss(model: UniDiffuser, s: DiffusionSettings) -> JointDiffusionLoss:
 
 def train_unidiffuser(data: CaptionedImages, run: str | Path, s: DiffusionSettings,
                       text: TextAutoencoder, *, seed: int = 0, progress: bool = False,
-                      resume: bool = True, device: str = "cpu",
+                      resume: bool = True, device: str = "auto",
                       meta: dict[str, Any] | None = None) -> UniDiffuser:
     """Train the joint network of ``s.task`` on every (image, caption) pair of ``data``
     (Trainer run folder ``run``); returns the model with its EMA weights, in eval mode."""
