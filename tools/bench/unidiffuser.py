@@ -21,7 +21,7 @@ torch thread each). Scores (held-out digits):
   caption accuracy (digit and every named attribute right);
 * joint (UniDiffuser only): pair consistency (caption digit = classifier's reading) and the
   class histograms of both marginals against the data (total variation; the floor is the TV
-  between two random halves of the real labels).
+  of as many real labels resampled from the test labels).
 
 The guidance scale of every model and task is chosen on the validation digits; the test
 digits are scored once at that scale (the full test curve over ``s`` is reported too, never
@@ -231,7 +231,7 @@ def table(res: dict[str, Any]) -> str:
     j = t["joint"]
     lines += ["", "| UniDiffuser only | value |", "|---|---|"]
     for k in ("joint/label_consistency", "joint/attr_consistency", "marginal/image_tv",
-              "marginal/text_tv", "marginal/real_halves_tv"):
+              "marginal/text_tv", "marginal/resample_tv"):
         lines.append(f"| {k} | {j[k]['mean']:.3f} ± {j[k]['std']:.3f} |")
     lines += ["", "t2i digit accuracy vs guidance (test, one seed):",
               "| s | " + " | ".join(t["t2i/joint/curve"]) + " |",

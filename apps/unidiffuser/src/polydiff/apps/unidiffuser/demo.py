@@ -207,8 +207,8 @@ def _text(s: DemoSettings, m: dict[str, Any], guidance: dict[str, dict[str, floa
         f"Only UniDiffuser: joint pairs whose caption names the digit the classifier reads "
         f"{m['unidiffuser/joint/label_consistency']:.3f}; marginal class histograms vs data "
         f"(total variation) images {m['unidiffuser/marginal/image_tv']:.3f}, captions "
-        f"{m['unidiffuser/marginal/text_tv']:.3f} (two real halves: "
-        f"{m['unidiffuser/marginal/real_halves_tv']:.3f}); image -> text -> image keeps the "
+        f"{m['unidiffuser/marginal/text_tv']:.3f} (as many real labels resampled: "
+        f"{m['unidiffuser/marginal/resample_tv']:.3f}); image -> text -> image keeps the "
         f"digit in {m['chain/i2t2i_digit_kept']:.2f} of cases.",
         "",
         "Honest reading: tiny models and 8x8 images; attributes are tertiles within a class, "
