@@ -59,7 +59,7 @@ BUDGETS = {
                                     "batch_size=256", "lr=0.001", "device=cuda"]},
 }
 T2I_GRID = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
-I2T_GRID = (0.0, 0.5, 1.0, 2.0)
+I2T_GRID = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
 TASKS = ("joint", "t2i", "i2t")
 
 
