@@ -5,6 +5,7 @@ Submodules: :mod:`~polydiff.core.processes` (forward processes), :mod:`~polydiff
 :mod:`~polydiff.core.grids`, :mod:`~polydiff.core.samplers`, :mod:`~polydiff.core.guidance`,
 :mod:`~polydiff.core.predictors` (noise-aware predictors and scheduled predictor guidance),
 :mod:`~polydiff.core.testbeds`, :mod:`~polydiff.core.distill` (progressive distillation),
+:mod:`~polydiff.core.multimodal` (per-modality timesteps),
 :mod:`~polydiff.core.shapes` (``append_dims`` and other
 tensor helpers), :mod:`~polydiff.core.utils` (atomic writes, progress: standard library only),
 :mod:`~polydiff.core.cli` (app helpers) and :mod:`~polydiff.core.interop` (diffusers, optional).
@@ -61,7 +62,7 @@ _HOME = {
 _SUBMODULES = frozenset({"processes", "param", "denoiser", "losses", "grids", "samplers",
                          "guidance", "testbeds", "interop", "cli", "nn", "training",
                          "shapes", "utils", "config", "plots", "lazy", "distill",
-                         "predictors"})
+                         "predictors", "multimodal"})
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOME, _SUBMODULES)

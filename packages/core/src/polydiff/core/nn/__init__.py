@@ -4,6 +4,8 @@
 * :class:`DiffusionTransformer` (:mod:`~polydiff.core.nn.transformer`): DiT (adaLN-Zero) or
   U-ViT (time tokens, long skips) over tokens of any modality, with :func:`patchify` /
   :func:`unpatchify`;
+* :class:`MultiModalUViT` (:mod:`~polydiff.core.nn.uvit`): UniDiffuser's U-ViT over several
+  modalities, each with its own time token, called as ``model(xs, ts)`` with mappings;
 * :class:`WaveNet` (:mod:`~polydiff.core.nn.wavenet`): DiffWave's dilated residual network;
 * :class:`GraphTransformer` (:mod:`~polydiff.core.nn.graph`): a masked graph transformer over a
   :class:`GraphLayout` (node features + free adjacency entries as one flat state), as a score
@@ -43,12 +45,13 @@ from polydiff.core.nn.transformer import (
     unpatchify,
 )
 from polydiff.core.nn.unet import UNet, UNetConfig
+from polydiff.core.nn.uvit import MultiModalUViT, MultiModalUViTConfig
 from polydiff.core.nn.wavenet import WaveNet, WaveNetConfig
 
 __all__ = [
     "SinusoidalEmbedding", "GaussianFourierEmbedding", "TimestepMLP", "LabelEmbedding",
     "UNet", "UNetConfig", "DiffusionTransformer", "DiffusionTransformerConfig", "patchify",
-    "unpatchify", "WaveNet", "WaveNetConfig", "PretrainedMixin", "save_pretrained",
-    "from_pretrained", "model_registry", "register_model", "GraphLayout", "GraphTransformer",
-    "GraphTransformerConfig", "dag_free_edges",
+    "unpatchify", "MultiModalUViT", "MultiModalUViTConfig", "WaveNet", "WaveNetConfig",
+    "PretrainedMixin", "save_pretrained", "from_pretrained", "model_registry", "register_model",
+    "GraphLayout", "GraphTransformer", "GraphTransformerConfig", "dag_free_edges",
 ]

@@ -59,7 +59,7 @@ def register_model(cls: type[M]) -> type[M]:
 
 def model_registry() -> dict[str, type[nn.Module]]:
     """A copy of the registry (name -> class), with polydiff-core's backbones loaded."""
-    from polydiff.core.nn import transformer, unet, wavenet  # noqa: F401  (registers them)
+    from polydiff.core.nn import transformer, unet, uvit, wavenet  # noqa: F401  (registers them)
 
     return dict(_REGISTRY)
 
