@@ -55,12 +55,17 @@ def test_train_writes_a_run_and_resumes(tiny_run, capsys):
 
 
 def test_a_held_run_folder_is_refused(tmp_path, capsys):
-    from polydiff.core.runlock import run_lock
-
-    with run_lock(tmp_path / "busy"):
+    holder = subprocess.Popen(  # another process holds the run folder
+        [sys.executable, "-c", "import sys; from polydiff.core.training.lock import RunLock; "
+         "lock = RunLock(sys.argv[1]).acquire(); print('held', flush=True); sys.stdin.read()",
+         str(tmp_path / "busy")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         code, _, err = run(["train", "--space", "nbgraph", "--steps", "2", "-o",
                             tmp_path / "busy"], capsys)
-    assert code == 2 and "in use by another process" in err
+    finally:
+        holder.communicate("", timeout=60)
+    assert code == 2 and "in use by pid" in err
     assert not (tmp_path / "busy" / "model").exists()
 
 

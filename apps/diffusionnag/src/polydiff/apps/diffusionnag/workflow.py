@@ -136,12 +136,12 @@ def run_training(s: TrainSettings, out: Path, *, resume: bool, progress: bool = 
                  ) -> dict[str, Any]:
     """Train what ``s`` says into ``out`` (locked against other processes); returns a
     summary."""
-    from polydiff.core.runlock import RunLockedError, run_lock
+    from polydiff.core.training.lock import RunLock, RunLockedError
 
     if out.exists() and not out.is_dir():
         raise CLIError(f"output path '{out}' exists and is not a directory")
     try:
-        with run_lock(out):
+        with RunLock(out):
             started = (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
             if started and not resume:
                 raise CLIError(f"{out} already holds a training run; pass --resume to continue "
