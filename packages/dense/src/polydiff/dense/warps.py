@@ -129,7 +129,8 @@ def random_affine(gen: torch.Generator, size: tuple[int, int],
 
 def random_homography(gen: torch.Generator, size: tuple[int, int],
                       strength: WarpStrength = WarpStrength(), control: int = 33) -> Tensor:
-    """A random homography at the lattice of :func:`control_grid`: a milder affine map whose four image
+    """A random homography at the lattice of :func:`control_grid`: a milder affine map
+    whose four image
     corners are then moved independently by up to ``strength.corner`` of the size."""
     h, w = size
     m = _affine_matrix(gen, strength, size, scale=0.6)
@@ -149,7 +150,8 @@ def _tps_kernel(r2: Tensor) -> Tensor:
 
 def tps_mapping(ctrl: Tensor, offsets: Tensor, points: Tensor,
                 regularization: float = 0.0) -> Tensor:
-    """The thin-plate spline mapping at ``points`` (``(2, ...)`` pixels) that moves the control points ``ctrl``
+    """The thin-plate spline mapping at ``points`` (``(2, ...)`` pixels) that moves the
+    control points ``ctrl``
     (``(K, 2)`` pixels) by ``offsets`` (``(K, 2)``) and interpolates with minimal bending
     energy (Bookstein 1989): ``T(x) = x + a0 + A x + sum_k w_k U(|x - c_k|)``."""
     scale = float(points.abs().max()) or 1.0
@@ -171,7 +173,8 @@ def tps_mapping(ctrl: Tensor, offsets: Tensor, points: Tensor,
 
 def random_tps(gen: torch.Generator, size: tuple[int, int],
                strength: WarpStrength = WarpStrength(), control: int = 33) -> Tensor:
-    """A random thin-plate spline at the lattice of :func:`control_grid` (a ``tps_grid`` x ``tps_grid``
+    """A random thin-plate spline at the lattice of :func:`control_grid` (a ``tps_grid`` x
+    ``tps_grid``
     grid of control points moved by Gaussian offsets) composed after a mild affine map."""
     h, w = size
     n = strength.tps_grid
@@ -254,9 +257,23 @@ def make_pairs(photos: list[Tensor], gen: torch.Generator, batch: int, size: int
                      torch.stack(valid), names)
 
 
+def _blur(img: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of ``(B, C, H, W)`` images (reflect padding)."""
+    r = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=img.dtype, device=img.device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    c = img.shape[1]
+    out = F.conv2d(F.pad(img, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(
+        c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(out, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(
+        c, 1, 1, 1), groups=c)
+
+
 def photometric_jitter(img: Tensor, gen: torch.Generator, *, strength: float = 1.0) -> Tensor:
-    """Random brightness, contrast and gamma per image plus a little Gaussian noise (training
-    augmentation that makes matching rely on structure, not exact intensities)."""
+    """Random brightness, contrast and gamma per image, a Gaussian blur (std up to 1.5 px)
+    on a third of the images and Gaussian noise (std up to 0.08): training augmentation that
+    makes matching rely on structure, not exact intensities or fine texture."""
     n = img.shape[0]
     shape = (n,) + (1,) * (img.ndim - 1)
 
@@ -266,7 +283,11 @@ def photometric_jitter(img: Tensor, gen: torch.Generator, *, strength: float = 1
     gamma = torch.exp(rnd(-0.3, 0.3) * strength)
     out = img.clamp(0, 1) ** gamma
     mean = out.mean(dim=tuple(range(1, img.ndim)), keepdim=True)
-    out = (out - mean) * torch.exp(rnd(-0.4, 0.3) * strength) + mean + rnd(-0.1, 0.1) * strength
-    sigma = rnd(0.0, 0.03) * strength
+    out = (out - mean) * torch.exp(rnd(-1.2, 0.3) * strength) + mean + rnd(-0.1, 0.1) * strength
+    blur = torch.rand(n, generator=gen) < 0.33 * strength
+    sigmas = 0.5 + torch.rand(n, generator=gen)
+    for i in torch.nonzero(blur).flatten().tolist():
+        out[i:i + 1] = _blur(out[i:i + 1], float(sigmas[i]))
+    sigma = rnd(0.0, 0.08) * strength * (torch.rand(shape, generator=gen) < 0.5)
     out = out + sigma * torch.randn(img.shape, generator=gen, device=img.device)
     return out.clamp(0, 1)

@@ -49,9 +49,9 @@ class FeatureNetConfig:
     """Widths of :class:`FeatureNet`: ``widths`` at 1/2, 1/4 and the dilated 1/4 stage;
     ``dim`` and ``fine_dim`` the output feature sizes at 1/4 and 1/2."""
 
-    widths: tuple[int, int, int] = (24, 48, 64)
-    dim: int = 64
-    fine_dim: int = 32
+    widths: tuple[int, int, int] = (16, 32, 48)
+    dim: int = 48
+    fine_dim: int = 16
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)  # type: ignore[assignment]
@@ -100,11 +100,13 @@ def global_cost(fa: Tensor, fb: Tensor) -> Tensor:
 
 
 def argmax_flow(cost: Tensor, temperature: float = 0.02) -> Tensor:
-    """The flow (``(B, 2, h, w)``, cells of B's grid) to the best-matching position of B for
-    every position of A: the argmax of ``cost`` (``(B, h, w, h', w')``), refined to a
+    """The flow (``(B, 2, h, w)``, cells) to the best-matching position of B for every position
+    of A (both grids of the same size): the argmax of ``cost`` (``(B, h, w, h', w')``), refined to a
     sub-cell position by a soft-argmax over its 3x3 neighbourhood (softmax at
     ``temperature``)."""
     b, h, w, h2, w2 = cost.shape
+    if (h, w) != (h2, w2):
+        raise ValueError(f"both grids must have the same size, got {(h, w)} and {(h2, w2)}")
     flat = cost.reshape(b, h, w, h2 * w2)
     idx = flat.argmax(-1)
     iy, ix = (idx // w2).float(), (idx % w2).float()
@@ -122,9 +124,7 @@ def argmax_flow(cost: Tensor, temperature: float = 0.02) -> Tensor:
     off = torch.tensor(offs, dtype=cost.dtype, device=cost.device)   # (9, 2)
     dx, dy = (wts * off[:, 0]).sum(-1), (wts * off[:, 1]).sum(-1)
     grid = pixel_grid(h, w, cost.device)
-    tx = (ix + dx) * (w2 - 1) / max(w - 1, 1) if w2 != w else ix + dx
-    ty = (iy + dy) * (h2 - 1) / max(h - 1, 1) if h2 != h else iy + dy
-    return torch.stack([tx, ty], dim=1) - grid[None]
+    return torch.stack([ix + dx, iy + dy], dim=1) - grid[None]
 
 
 def local_cost(fa: Tensor, fb: Tensor, flow: Tensor, radius: int) -> Tensor:

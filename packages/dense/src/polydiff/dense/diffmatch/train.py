@@ -66,14 +66,14 @@ class TrainSettings:
         pipeline: the :class:`DiffMatchConfig` of the trained model.
     """
 
-    feature_steps: int = 1500
-    coarse_steps: int = 3000
-    sr_steps: int = 1500
-    batch_size: int = 12
-    lr: float = 1e-3
+    feature_steps: int = 400
+    coarse_steps: int = 800
+    sr_steps: int = 400
+    batch_size: int = 8
+    lr: float = 2e-3
     seed: int = 0
     size: int = 128
-    base_channels: int = 32
+    base_channels: int = 16
     ema_decay: float = 0.995
     pipeline: DiffMatchConfig = dataclasses.field(default_factory=DiffMatchConfig)
 
@@ -96,10 +96,11 @@ class PairSource:
     """Training pairs as the engine reads them (``get(positions, generator)``): a fresh
     batch of warped training photographs per step, drawn from the step's generator."""
 
-    def __init__(self, size: int, split: str = "train",
-                 strength: WarpStrength = WarpStrength(), jitter: float = 1.0):
+    def __init__(self, size: int, split: str = "train", strength: WarpStrength | None = None,
+                 jitter: float = 1.0):
         self.photos = photo_tensors(split)
-        self.size, self.strength, self.jitter = size, strength, jitter
+        self.size, self.jitter = size, jitter
+        self.strength = strength or WarpStrength()
 
     def get(self, positions: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         gen = torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=generator)))
