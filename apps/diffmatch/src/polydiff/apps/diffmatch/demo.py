@@ -36,7 +36,7 @@ class DemoSettings:
     figure_rows: int = 2
 
 
-QUICK = DemoSettings(pairs=4, corruptions=("clean",))
+QUICK = DemoSettings(pairs=3, corruptions=("clean",), figure_rows=1)
 FULL = DemoSettings(pairs=16, corruptions=("clean", "noise"), figure_rows=3)
 
 UNITS = {"aepe": "px", "pck1": "fraction", "pck3": "fraction", "pck5": "fraction",

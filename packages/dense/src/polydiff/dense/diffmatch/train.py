@@ -13,9 +13,10 @@ all from the step's generator, so a run is a function of its seed and resumes ex
   frozen;
 * ``regressor``: the same network, noisy input and time fixed at zero, trained on the same
   MSE for the same steps: the "no diffusion" baseline;
-* ``sr``: the x2 super-resolution denoiser, conditioned on the coarse denoiser's x0
-  prediction from a noised ground truth at a random level (so it sees the errors the coarse
-  stage makes, from small to large).
+* ``sr``: the x2 super-resolution denoiser, conditioned on the true coarse flow with a
+  smooth random error of random size (:func:`perturbed_flow`), so it learns to correct the
+  errors a coarse flow has; it does not depend on the coarse stage, so the stages after the
+  features can train in parallel.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from polydiff.dense.diffmatch.model import (
 from polydiff.dense.flow import resize_flow
 from polydiff.dense.warps import WarpStrength, make_pairs, photometric_jitter
 
-__all__ = ["TrainSettings", "PairSource", "STAGES", "train_stage", "train_pipeline"]
+__all__ = ["TrainSettings", "PairSource", "STAGES", "train_stage", "train_pipeline",
+           "perturbed_flow"]
 
 STAGES: tuple[str, ...] = ("features", "coarse", "regressor", "sr")
 
@@ -66,9 +68,9 @@ class TrainSettings:
         pipeline: the :class:`DiffMatchConfig` of the trained model.
     """
 
-    feature_steps: int = 400
-    coarse_steps: int = 800
-    sr_steps: int = 400
+    feature_steps: int = 250
+    coarse_steps: int = 500
+    sr_steps: int = 300
     batch_size: int = 8
     lr: float = 2e-3
     seed: int = 0
@@ -126,6 +128,20 @@ def _coarse_target(pipe: DiffMatch, batch: dict[str, Tensor], h: int, w: int,
     return x0, ok
 
 
+def perturbed_flow(flow: Tensor, gen: torch.Generator, max_error: float = 1.5) -> Tensor:
+    """A stand-in for the coarse stage's output when training the super-resolution stage:
+    the true coarse flow (cells) plus a smooth random error field (bilinear from a grid four
+    times coarser) of a per-pair amplitude uniform in ``[0, max_error]`` cells, plus a little
+    white noise, so the stage learns to correct coarse errors of every size it can see in its
+    local window."""
+    b, _, h, w = flow.shape
+    amp = torch.rand(b, 1, 1, 1, generator=gen) * max_error
+    coarse = torch.randn(b, 2, max(2, h // 4), max(2, w // 4), generator=gen)
+    smooth = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)
+    white = 0.1 * torch.randn(flow.shape, generator=gen)
+    return flow + (amp * smooth + white).to(flow.device)
+
+
 def _objective(stage: str, pipe: DiffMatch | None, loss: DiffusionLoss | None
                ) -> Callable[[nn.Module, Any, torch.Generator], Tensor]:
     if stage == "features":
@@ -149,14 +165,10 @@ def _objective(stage: str, pipe: DiffMatch | None, loss: DiffusionLoss | None
         return ((pred - x0) ** 2 * ok).sum() / (ok.sum() * 2).clamp_min(1)
 
     def sr_obj(model: nn.Module, batch: Any, gen: torch.Generator) -> Tensor:
-        assert loss is not None and pipe.coarse is not None
+        assert loss is not None
         prep = pipe.prepare(batch["a"], batch["b"], fine=True)
         x0c, _ = _coarse_target(pipe, batch, *prep.init.shape[-2:], unit)
-        with torch.no_grad():  # the coarse stage's x0 prediction at a random noise level
-            t, _ = loss.sample_time(x0c.shape[0], generator=gen, device=x0c.device)
-            xt, _ = pipe.process.marginal(x0c, t, generator=gen)
-            den = ModelDenoiser(pipe.coarse, pipe.process, prediction_type="sample")
-            coarse = den.x0(xt, t, **pipe.coarse_cond(prep)) * unit
+        coarse = perturbed_flow(x0c * unit, gen)
         assert prep.fa is not None
         x0, ok = _coarse_target(pipe, batch, *prep.fa.shape[-2:], 2.0 * unit)
         return loss(model, x0, cond=pipe.sr_cond(prep, coarse), generator=gen, mask=ok)
@@ -199,7 +211,7 @@ def train_stage(stage: str, s: TrainSettings, run_dir: Path, pipe: DiffMatch | N
     objective = _objective(stage, pipe, loss)
     steps = s.steps_of(stage)
     config = TrainConfig(
-        steps=steps, batch_size=s.batch_size, lr=s.lr, lr_warmup=min(100, steps // 10),
+        steps=steps, batch_size=s.batch_size, lr=s.lr, lr_warmup=min(40, steps // 5),
         grad_clip=1.0, ema_decay=s.ema_decay, ema_warmup="power", ema_power=0.75,
         seed=s.seed + 101 * STAGES.index(stage), log_every=max(1, min(50, steps // 20)),
         ckpt_every=ckpt_every, keep_last=1, run_dir=str(run_dir), desc=f"diffmatch-{stage}",
