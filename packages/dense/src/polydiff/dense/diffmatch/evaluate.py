@@ -84,7 +84,8 @@ def opencv_flow(a: np.ndarray, b: np.ndarray, method: str = "dis") -> np.ndarray
     u8a = np.clip(np.round(a * 255), 0, 255).astype(np.uint8)
     u8b = np.clip(np.round(b * 255), 0, 255).astype(np.uint8)
     if method == "dis":
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        dis = cv2.DISOpticalFlow_create(  # type: ignore[attr-defined]
+            cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         f = dis.calc(u8a, u8b, None)
     elif method == "farneback":
         f = cv2.calcOpticalFlowFarneback(u8a, u8b, None, 0.5, 5, 15, 3, 5, 1.2, 0)

@@ -120,9 +120,11 @@ class PairSource:
         return None
 
 
-def _coarse_target(pipe: DiffMatch, batch: dict[str, Tensor], h: int, w: int,
+def _coarse_target(batch: dict[str, Tensor], like: Tensor,
                    unit: float) -> tuple[Tensor, Tensor]:
-    """The normalised ground-truth flow at ``(h, w)`` and its valid mask ``(B, 1, h, w)``."""
+    """The normalised ground-truth flow at the size of ``like`` and its valid mask
+    ``(B, 1, h, w)``."""
+    h, w = like.shape[-2:]
     x0 = resize_flow(batch["flow"], h, w) / unit
     ok = F.interpolate(batch["valid"][:, None].float(), size=(h, w), mode="nearest")
     return x0, ok
@@ -152,13 +154,13 @@ def _objective(stage: str, pipe: DiffMatch | None, loss: DiffusionLoss | None
 
     def coarse_obj(model: nn.Module, batch: Any, gen: torch.Generator) -> Tensor:
         prep = pipe.prepare(batch["a"], batch["b"], fine=False)
-        x0, ok = _coarse_target(pipe, batch, *prep.init.shape[-2:], unit)
+        x0, ok = _coarse_target(batch, prep.init, unit)
         assert loss is not None
         return loss(model, x0, cond=pipe.coarse_cond(prep), generator=gen, mask=ok)
 
     def regressor_obj(model: nn.Module, batch: Any, gen: torch.Generator) -> Tensor:
         prep = pipe.prepare(batch["a"], batch["b"], fine=False)
-        x0, ok = _coarse_target(pipe, batch, *prep.init.shape[-2:], unit)
+        x0, ok = _coarse_target(batch, prep.init, unit)
         cond = pipe.coarse_cond(prep)
         t = torch.zeros(x0.shape[0], device=x0.device)
         pred = model(torch.zeros_like(x0), t, **cond)
@@ -167,10 +169,10 @@ def _objective(stage: str, pipe: DiffMatch | None, loss: DiffusionLoss | None
     def sr_obj(model: nn.Module, batch: Any, gen: torch.Generator) -> Tensor:
         assert loss is not None
         prep = pipe.prepare(batch["a"], batch["b"], fine=True)
-        x0c, _ = _coarse_target(pipe, batch, *prep.init.shape[-2:], unit)
+        x0c, _ = _coarse_target(batch, prep.init, unit)
         coarse = perturbed_flow(x0c * unit, gen)
         assert prep.fa is not None
-        x0, ok = _coarse_target(pipe, batch, *prep.fa.shape[-2:], 2.0 * unit)
+        x0, ok = _coarse_target(batch, prep.fa, 2.0 * unit)
         return loss(model, x0, cond=pipe.sr_cond(prep, coarse), generator=gen, mask=ok)
 
     return {"coarse": coarse_obj, "regressor": regressor_obj, "sr": sr_obj}[stage]
