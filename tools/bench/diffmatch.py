@@ -55,7 +55,7 @@ from polydiff.dense.diffmatch.evaluate import (
 )
 
 TARGET_BASELINES = ("regressor", "argmax", "argmax_daisy", "dis", "farneback")
-GPU_STEPS = (3000, 6000, 3000)
+GPU_STEPS = (200, 400, 200)
 
 
 def _machine() -> str:

@@ -164,7 +164,8 @@ def feature_loss(net: FeatureNet, a: Tensor, b: Tensor, flow: Tensor, valid: Ten
         qa = fa_.reshape(bsz, c, -1)
         keep = ok.reshape(bsz, -1)
         if pts is not None and pts < h * w:
-            sel = torch.stack([torch.randperm(h * w, generator=generator)[:pts]
+            dev = generator.device if generator is not None else None
+            sel = torch.stack([torch.randperm(h * w, generator=generator, device=dev)[:pts]
                                for _ in range(bsz)]).to(flow.device)
             qa = torch.gather(qa, 2, sel[:, None].expand(bsz, c, pts))
             label, keep = torch.gather(label, 1, sel), torch.gather(keep, 1, sel)

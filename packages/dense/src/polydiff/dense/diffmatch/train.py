@@ -44,6 +44,7 @@ from polydiff.dense.diffmatch.model import (
     DiffMatchConfig,
     FlowDenoiserNet,
     FlowNetConfig,
+    Prepared,
 )
 from polydiff.dense.flow import resize_flow
 from polydiff.dense.warps import WarpStrength, make_pairs, photometric_jitter
@@ -105,7 +106,8 @@ class PairSource:
         self.strength = strength or WarpStrength()
 
     def get(self, positions: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        gen = torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=generator)))
+        seed = torch.randint(2**62, (), generator=generator, device=generator.device)
+        gen = torch.Generator().manual_seed(int(seed))
         pb = make_pairs(self.photos, gen, len(positions), self.size, strength=self.strength)
         a, b = pb.a, pb.b
         if self.jitter > 0:
@@ -137,10 +139,11 @@ def perturbed_flow(flow: Tensor, gen: torch.Generator, max_error: float = 1.5) -
     white noise, so the stage learns to correct coarse errors of every size it can see in its
     local window."""
     b, _, h, w = flow.shape
-    amp = torch.rand(b, 1, 1, 1, generator=gen) * max_error
-    coarse = torch.randn(b, 2, max(2, h // 4), max(2, w // 4), generator=gen)
+    dev = gen.device
+    amp = torch.rand(b, 1, 1, 1, generator=gen, device=dev) * max_error
+    coarse = torch.randn(b, 2, max(2, h // 4), max(2, w // 4), generator=gen, device=dev)
     smooth = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)
-    white = 0.1 * torch.randn(flow.shape, generator=gen)
+    white = 0.1 * torch.randn(flow.shape, generator=gen, device=dev)
     return flow + (amp * smooth + white).to(flow.device)
 
 
@@ -152,14 +155,19 @@ def _objective(stage: str, pipe: DiffMatch | None, loss: DiffusionLoss | None
     assert pipe is not None
     unit = pipe.config.unit
 
+    def prepare(batch: Any, fine: bool) -> Prepared:
+        if pipe.device != batch["a"].device:  # the frozen features follow the batch
+            pipe.to(batch["a"].device)
+        return pipe.prepare(batch["a"], batch["b"], fine=fine)
+
     def coarse_obj(model: nn.Module, batch: Any, gen: torch.Generator) -> Tensor:
-        prep = pipe.prepare(batch["a"], batch["b"], fine=False)
+        prep = prepare(batch, False)
         x0, ok = _coarse_target(batch, prep.init, unit)
         assert loss is not None
         return loss(model, x0, cond=pipe.coarse_cond(prep), generator=gen, mask=ok)
 
     def regressor_obj(model: nn.Module, batch: Any, gen: torch.Generator) -> Tensor:
-        prep = pipe.prepare(batch["a"], batch["b"], fine=False)
+        prep = prepare(batch, False)
         x0, ok = _coarse_target(batch, prep.init, unit)
         cond = pipe.coarse_cond(prep)
         t = torch.zeros(x0.shape[0], device=x0.device)
@@ -168,7 +176,7 @@ def _objective(stage: str, pipe: DiffMatch | None, loss: DiffusionLoss | None
 
     def sr_obj(model: nn.Module, batch: Any, gen: torch.Generator) -> Tensor:
         assert loss is not None
-        prep = pipe.prepare(batch["a"], batch["b"], fine=True)
+        prep = prepare(batch, True)
         x0c, _ = _coarse_target(batch, prep.init, unit)
         coarse = perturbed_flow(x0c * unit, gen)
         assert prep.fa is not None
