@@ -70,9 +70,10 @@ CORRUPTIONS = {"noise": gaussian_noise, "blur": gaussian_blur, "jpeg": jpeg,
 
 def corrupt(img: np.ndarray, kind: str, severity: int = 3,
             rng: np.random.Generator | None = None) -> np.ndarray:
-    """Apply corruption ``kind`` (a key of :data:`CORRUPTIONS`, or ``"clean"``)."""
+    """Apply corruption ``kind`` (a key of :data:`CORRUPTIONS`, or ``"clean"``: the image
+    itself, as float32, not a copy)."""
     if kind == "clean":
-        return np.asarray(img, np.float32).copy()
+        return np.asarray(img, np.float32)
     if kind not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {kind!r}; expected clean or one of "
                          f"{sorted(CORRUPTIONS)}")

@@ -55,7 +55,7 @@ def _units(metrics: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def _figures(out_dir: Path, pipe: Any, pairs: list[Any], mb: list[Any], rows: int,
+def _figures(out_dir: Path, pairs: list[Any], mb: list[Any], rows: int,
              fns: dict[str, Any]) -> list[Path]:
     import numpy as np
 
@@ -65,23 +65,22 @@ def _figures(out_dir: Path, pipe: Any, pairs: list[Any], mb: list[Any], rows: in
 
     figures = []
     panel = []
-    for p in pairs[:rows]:
+    for p in pairs[:rows]:   # the evaluation's results for these arrays are reused
         top = float(np.hypot(p.flow[0], p.flow[1]).max())
-        res = pipe.match(p.a, p.b)
-        row = [p.a, p.b, flow_to_color(p.flow, top), flow_to_color(res["flow"], top),
-               flow_to_color(res["init"], top)]
+        flow = fns["diffmatch"](p.a, p.b)
+        row = [p.a, p.b, flow_to_color(p.flow, top), flow_to_color(flow, top),
+               flow_to_color(fns["argmax"](p.a, p.b), top)]
         if "dis" in fns:
             row.append(flow_to_color(fns["dis"](p.a, p.b), top))
-        row.append(warp_image(p.b, res["flow"]))
+        row.append(warp_image(p.b, flow))
         panel.append(row)
     figures.append(write_png(out_dir / "warps.png", flow_panel(panel, scale=2)))
     if mb:
         p = mb[0]
         h, w = p.a.shape[0] // 2, p.a.shape[1] // 2
         top = float(np.hypot(p.flow[0], p.flow[1])[p.valid].max())
-        res = pipe.match(p.a, p.b)
         gt = np.where(p.valid[None], p.flow, np.nan)
-        row = [p.a, p.b, flow_to_color(gt, top), flow_to_color(res["flow"], top)]
+        row = [p.a, p.b, flow_to_color(gt, top), flow_to_color(fns["diffmatch"](p.a, p.b), top)]
         if "dis" in fns:
             row.append(flow_to_color(fns["dis"](p.a, p.b), top))
         small = [resize_image(t, h, w) for t in row]
@@ -166,7 +165,7 @@ class DiffMatchDemo:
                     for k in ("aepe", "pck1", "pck3", "pck5"):
                         metrics[f"{prefix}/{name}/{k}"] = m[k]
                     metrics[f"{prefix}/{name}/seconds"] = m["seconds"]
-        figures = _figures(out_dir, pipe, pairs, mb, s.figure_rows, fns)
+        figures = _figures(out_dir, pairs, mb, s.figure_rows, fns)
         metrics["warps/pairs"] = float(len(pairs))
         metrics["seconds"] = time.perf_counter() - tic
         metrics["model"] = source

@@ -110,13 +110,18 @@ def methods(pipe: DiffMatch | None, *, opencv: bool = True, seed: int = 0,
     where ``pipe`` has the networks."""
     out: dict[str, MethodFn] = {}
     if pipe is not None and pipe.coarse is not None:
-        memo: dict[str, Any] = {}
+        memo: list[tuple[np.ndarray, np.ndarray, dict[str, Any]]] = []
 
         def run(a: np.ndarray, b: np.ndarray, key: str) -> np.ndarray:
-            # one pipeline run serves both entries for the same pair of arrays
-            if memo.get("a") is not a or memo.get("b") is not b:
-                memo.update(a=a, b=b, res=pipe.match(a, b, seed=seed, hypotheses=hypotheses))
-            return memo["res"][key]
+            # one pipeline run serves every entry for the same pair of arrays (the last 40
+            # pairs are kept, by identity)
+            for ma, mb, res in memo:
+                if ma is a and mb is b:
+                    return res[key]
+            res = pipe.match(a, b, seed=seed, hypotheses=hypotheses)
+            memo.append((a, b, res))
+            del memo[:-40]
+            return res[key]
 
         out["diffmatch"] = lambda a, b: run(a, b, "flow")
         if pipe.sr is not None:
