@@ -3,8 +3,10 @@
 Submodules: :mod:`~polydiff.core.processes` (forward processes), :mod:`~polydiff.core.param`
 (parameterizations), :mod:`~polydiff.core.denoiser`, :mod:`~polydiff.core.losses`,
 :mod:`~polydiff.core.grids`, :mod:`~polydiff.core.samplers`, :mod:`~polydiff.core.guidance`,
-:mod:`~polydiff.core.testbeds`, :mod:`~polydiff.core.shapes` (``append_dims`` and other
-tensor helpers), :mod:`~polydiff.core.utils` (atomic writes, progress: standard library only),
+:mod:`~polydiff.core.testbeds`, :mod:`~polydiff.core.operators` (measurement operators),
+:mod:`~polydiff.core.inverse` (data-consistency and RED-Diff solvers),
+:mod:`~polydiff.core.shapes` (``append_dims`` and other tensor helpers),
+:mod:`~polydiff.core.utils` (atomic writes, progress: standard library only),
 :mod:`~polydiff.core.cli` (app helpers) and :mod:`~polydiff.core.interop` (diffusers, optional).
 
 The names below are imported on first use (PEP 562), so ``import polydiff.core.cli`` (and every
@@ -58,7 +60,8 @@ _HOME = {
 
 _SUBMODULES = frozenset({"processes", "param", "denoiser", "losses", "grids", "samplers",
                          "guidance", "testbeds", "interop", "cli", "nn", "training",
-                         "shapes", "utils", "config", "plots", "lazy"})
+                         "shapes", "utils", "config", "plots", "lazy", "operators",
+                         "inverse"})
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOME, _SUBMODULES)
