@@ -14,6 +14,7 @@ refuse ``path == source``) and write atomically (a temporary file renamed into p
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,7 @@ def read_dicom(path: str | os.PathLike[str], *, expect_slice: bool = True) -> Me
     if photometric == "MONOCHROME1":  # bright = low values: store as MONOCHROME2 semantics
         pixels = pixels.max() + pixels.min() - pixels
     c, w = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
-    meta = ds.copy()
+    meta = copy.deepcopy(ds)
     for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
         if tag in meta:
             del meta[tag]
@@ -155,7 +156,7 @@ def write_dicom(path: str | os.PathLike[str], pixels: np.ndarray, source: Medica
         raise ValueError("the image holds NaN or infinite values")
     if source.kind != "dicom" or source.meta is None:
         raise ValueError("write_dicom needs a DICOM source to derive the new file from")
-    ds = source.meta.copy()
+    ds = copy.deepcopy(source.meta)
     lo, hi = float(img.min()), float(img.max())
     slope = max((hi - lo) / 65000.0, 1e-6)
     intercept = lo + 32768.0 * slope
@@ -165,7 +166,7 @@ def write_dicom(path: str | os.PathLike[str], pixels: np.ndarray, source: Medica
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     for tag in ("NumberOfFrames", "PlanarConfiguration", "PixelPaddingValue",
-                "SmallestImagePixelValue", "LargestImagePixelValue"):
+                "SmallestImagePixelValue", "LargestImagePixelValue", "DataSetTrailingPadding"):
         if tag in ds:
             del ds[tag]
     ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{intercept:.10g}"
@@ -175,7 +176,7 @@ def write_dicom(path: str | os.PathLike[str], pixels: np.ndarray, source: Medica
     ds.SOPInstanceUID = generate_uid()
     ds.SeriesDescription = description[:64]
     ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.file_meta = pydicom.dataset.FileMetaDataset(source.meta.file_meta) \
+    ds.file_meta = copy.deepcopy(source.meta.file_meta) \
         if hasattr(source.meta, "file_meta") else pydicom.dataset.FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

@@ -105,11 +105,12 @@ def simulate(acq: Acquisition, x: Tensor, seed: int = 0) -> Tensor:
 
 # --------------------------------------------------------------------------- baselines
 def zero_filled(acq: Acquisition, y: Tensor) -> Tensor:
-    """The zero-filled inverse DFT (MRI) or filtered back-projection (CT), clipped to [0, 1]."""
+    """The magnitude of the zero-filled inverse DFT (MRI, fastMRI's baseline) or the filtered
+    back-projection (CT), clipped to [0, 1]."""
     if isinstance(acq.op, ParallelBeamRadon):
         return acq.op.fbp(y).clamp(0, 1)
     if isinstance(acq.op, MaskedFourier):
-        return acq.op.zero_filled(y).clamp(0, 1)
+        return acq.op.zero_filled(y, magnitude=True).clamp(0, 1)
     return acq.op.adjoint(y).clamp(0, 1)
 
 
@@ -220,7 +221,7 @@ def dc_sample(prior: DiffusionPrior, acq: Acquisition, y: Tensor, *, steps: int 
         x0 = prior.from_model(u0)
         z = op.prox(x0, y, lam_eff, iters=cg_iters) if not isinstance(op, MaskedFourier) \
             else op.prox(x0, y, lam_eff)
-        return prior.to_model(z.clamp(0, 1))
+        return prior.to_model(z)
 
     dc = DataConsistency(prior.denoiser, project)
     g = torch.Generator(device=prior.device).manual_seed(seed)
