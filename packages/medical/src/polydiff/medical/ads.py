@@ -113,8 +113,8 @@ def _schedule(cfg: ADSConfig, n_acq: int) -> dict[int, int]:
     ``acquire_until`` of the run."""
     end = max(1, int(round(cfg.steps * cfg.acquire_until)))
     out: dict[int, int] = {}
-    for k in range(n_acq):
-        i = int(k * end // n_acq)
+    for k in range(n_acq):  # after at least one step: the particles have an estimate
+        i = min(cfg.steps - 1, 1 + int(k * end // n_acq))
         out[i] = out.get(i, 0) + 1
     return out
 
