@@ -6,8 +6,10 @@ Submodules: :mod:`~polydiff.core.processes` (forward processes), :mod:`~polydiff
 :mod:`~polydiff.core.predictors` (noise-aware predictors and scheduled predictor guidance),
 :mod:`~polydiff.core.testbeds`, :mod:`~polydiff.core.distill` (progressive distillation),
 :mod:`~polydiff.core.multimodal` (per-modality timesteps),
-:mod:`~polydiff.core.shapes` (``append_dims`` and other
-tensor helpers), :mod:`~polydiff.core.utils` (atomic writes, progress: standard library only),
+:mod:`~polydiff.core.operators` (measurement operators),
+:mod:`~polydiff.core.inverse` (data-consistency and RED-Diff solvers),
+:mod:`~polydiff.core.shapes` (``append_dims`` and other tensor helpers),
+:mod:`~polydiff.core.utils` (atomic writes, progress: standard library only),
 :mod:`~polydiff.core.cli` (app helpers) and :mod:`~polydiff.core.interop` (diffusers, optional).
 
 The names below are imported on first use (PEP 562), so ``import polydiff.core.cli`` (and every
@@ -62,7 +64,7 @@ _HOME = {
 _SUBMODULES = frozenset({"processes", "param", "denoiser", "losses", "grids", "samplers",
                          "guidance", "testbeds", "interop", "cli", "nn", "training",
                          "shapes", "utils", "config", "plots", "lazy", "distill",
-                         "predictors", "multimodal"})
+                         "predictors", "multimodal", "operators", "inverse"})
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOME, _SUBMODULES)
