@@ -44,7 +44,7 @@ import numpy as np
 __all__ = [
     "ATTRIBUTES", "DIGIT_WORDS", "CaptionedImages", "DigitAttributes", "caption_digit",
     "digit_captions", "load_caption_folder", "load_captioned_digits", "measure_attributes",
-    "parse_caption", "tokenize", "CAPTION_LAYOUTS", "N_TEMPLATES", "DigitSplits",
+    "parse_caption", "read_image", "tokenize", "CAPTION_LAYOUTS", "N_TEMPLATES", "DigitSplits",
 ]
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -292,7 +292,10 @@ def _captioned_digits(seed: int, val: float, test: float, captions_per_image: in
 
 
 # --------------------------------------------------------------------------- folders
-def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
+def read_image(path: Path, size: int, channels: int) -> np.ndarray:
+    """The image at ``path`` as a ``(channels, size, size)`` float array in ``[-1, 1]``
+    (grey for one channel, else RGB; bicubic resize); an unreadable file is a one-line
+    ``ValueError``."""
     from PIL import Image
 
     try:
@@ -387,7 +390,7 @@ def load_caption_folder(root: str | Path, *, size: int = 8, channels: int = 1,
     missing = [n for n in names if not Path(n).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} captioned image(s) missing, e.g. '{missing[0]}'")
-    images = np.stack([_read_image(Path(n), size, channels) for n in names])
+    images = np.stack([read_image(Path(n), size, channels) for n in names])
     captions = [[" ".join(tokenize(c)) for c in caps[n] if tokenize(c)] for n in names]
     keep = [i for i, c in enumerate(captions) if c]
     return CaptionedImages(images[keep], [captions[i] for i in keep],

@@ -230,14 +230,14 @@ def _loss_curve(run: Path) -> list[Path]:
 def _read_images(paths: list[str], model: Any) -> Any:
     import numpy as np
 
-    from polydiff.multimodal.data import _read_image
+    from polydiff.multimodal.data import read_image
 
     c = model.config
     imgs = []
     for p in paths:
         if not Path(p).is_file():
             raise CLIError(f"image '{p}' does not exist")
-        imgs.append(_read_image(Path(p), c.image_size, c.image_channels))
+        imgs.append(read_image(Path(p), c.image_size, c.image_channels))
     return np.stack(imgs)
 
 
