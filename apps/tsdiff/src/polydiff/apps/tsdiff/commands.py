@@ -416,8 +416,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def evaluate_all(model: Any, wins: list, freq: str, *, num_samples: int, guidance: str,
                  scale: float, sampler: str, steps: int | None, seed: int,
-                 refine_base: bool = True, train: list[np.ndarray] | None = None
-                 ) -> dict[str, dict[str, float]]:
+                 spread: float = 1.0, refine_base: bool = True,
+                 train: list[np.ndarray] | None = None) -> dict[str, dict[str, float]]:
     """Metrics of TSDiff and the baselines on forecast windows (``train``: the linear model's
     fitting data, default the windows' contexts). ``seasonal_naive`` is gluonts'
     ``SeasonalNaivePredictor`` (a point forecast), the reference of ``crps_ratio``;
@@ -430,7 +430,7 @@ def evaluate_all(model: Any, wins: list, freq: str, *, num_samples: int, guidanc
     out: dict[str, dict[str, float]] = {}
     tic = time.perf_counter()
     ts = wf.tsdiff_samples(model, ctx, num_samples=num_samples, guidance=guidance, scale=scale,
-                           sampler=sampler, steps=steps, seed=seed)
+                           sampler=sampler, steps=steps, seed=seed, spread=spread)
     out["tsdiff"] = {**wf.score(tg, ts, ctx, m),
                      "seconds_per_window": (time.perf_counter() - tic) / len(wins)}
     sn = wf.gluonts_seasonal_naive_samples(ctx, [w.context.start for w in wins], freq, h, m)
