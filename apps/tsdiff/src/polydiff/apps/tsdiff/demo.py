@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -72,9 +71,11 @@ MODELS = {"tsdiff": "TSDiff", "seasonal_naive": "seasonal naive (gluonts)",
 
 
 def cache_root() -> Path:
-    """``$POLYDIFF_CACHE/tsdiff-demo`` (default ``~/.cache/polydiff/tsdiff-demo``)."""
-    base = os.environ.get("POLYDIFF_CACHE") or str(Path.home() / ".cache" / "polydiff")
-    return Path(base) / "tsdiff-demo"
+    """``$POLYDIFF_CACHE/tsdiff-demo``, else ``$XDG_CACHE_HOME/polydiff/tsdiff-demo``, else
+    ``~/.cache/polydiff/tsdiff-demo`` (core's :func:`~polydiff.core.utils.cache_dir`)."""
+    from polydiff.core.utils import cache_dir
+
+    return cache_dir("tsdiff-demo")
 
 
 def _trained(name: str, train: list, freq: str, horizon: int, s: DemoSettings) -> tuple[Any,
