@@ -8,7 +8,10 @@ every model sees only the data before the first one.
 A small TSDiff (Kollovieh et al. 2023, "Predict, Refine, Synthesize: Self-Guiding Diffusion
 Models for Probabilistic Time Series Forecasting") with the defaults table's window (context
 and lags for the frequency) is trained briefly on the CPU by the polydiff engine (fewer steps
-than the table's, to fit the tour's time budget); its weights are cached under
+than the table's, to fit the tour's time budget). The weights of :data:`QUICK` and :data:`FULL`
+ship with the app (``starter/<data>-<hash of the settings>/``, with ``manifest.json``: the
+command that wrote them, commit, device, wall time and the held-out metrics; written by
+:func:`write_starter`); other settings train on the spot and are cached under
 ``$POLYDIFF_CACHE/tsdiff-demo/<hash of the settings>`` (default ``~/.cache/polydiff``). It
 forecasts the windows by observation self-guidance (guided DDIM) and refines the probabilistic
 seasonal-naive forecast with its implicit density (Langevin refinement). Compared: gluonts'
@@ -31,7 +34,13 @@ from typing import Any
 
 from polydiff.core.cli import DemoReport
 
-__all__ = ["DEMO", "DemoSettings", "TSDiffDemo", "QUICK", "FULL", "cache_root"]
+__all__ = ["DEMO", "DemoSettings", "TSDiffDemo", "QUICK", "FULL", "STARTER_DIR", "cache_root",
+           "write_starter"]
+
+#: The shipped demo models (one folder per dataset and settings hash).
+STARTER_DIR = Path(__file__).resolve().parent / "starter"
+#: What a starter folder keeps of a run: the weights, the settings and the loss log.
+STARTER_FILES = ("model", "tsdiff.json", "stats.jsonl")
 
 
 @dataclass(frozen=True)
@@ -78,18 +87,22 @@ def cache_root() -> Path:
     return cache_dir("tsdiff-demo")
 
 
-def _trained(name: str, train: list, freq: str, horizon: int, s: DemoSettings) -> tuple[Any,
-                                                                                        Path, bool]:
-    """The trained model (from the cache when present), its run folder, and a cache-hit flag."""
+def _trained(name: str, train: list, freq: str, horizon: int, s: DemoSettings,
+             cache: Path | None = None) -> tuple[Any, Path, str]:
+    """The trained model (the shipped starter weights or the cache when present), its run
+    folder, and how it was obtained: ``"starter"``, ``"cache"`` or ``"trained"``."""
     from polydiff.apps.tsdiff import workflow as wf
 
     cfg = wf.make_config(s.preset, freq, horizon)
     key = json.dumps({"data": name, "cfg": dataclasses.asdict(cfg), "steps": s.steps,
                       "batch": s.batch_size, "lr": s.lr, "seed": s.seed, "windows": s.windows,
                       "stride": s.stride_seasons, "v": 2}, sort_keys=True)
-    run = cache_root() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-    if (run / "model" / "model.safetensors").is_file() and (run / wf.META_NAME).is_file():
-        return wf.load_model(run), run, True
+    entry = f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    places = ((STARTER_DIR / entry, "starter"), (cache_root() / entry, "cache"))
+    for run, how in places if cache is None else ():
+        if (run / "model" / "model.safetensors").is_file() and (run / wf.META_NAME).is_file():
+            return wf.load_model(run), run, how
+    run = (cache or cache_root()) / entry
     if run.exists():  # an interrupted run: start over
         shutil.rmtree(run)
     tmp = run.with_name(run.name + ".tmp")
@@ -98,7 +111,7 @@ def _trained(name: str, train: list, freq: str, horizon: int, s: DemoSettings) -
     wf.train_model(cfg, train, tmp, steps=s.steps, batch_size=s.batch_size, lr=s.lr,
                    seed=s.seed, progress=False, meta={"key": key})
     tmp.rename(run)  # the cache entry appears complete or not at all
-    return wf.load_model(run), run, False
+    return wf.load_model(run), run, "trained"
 
 
 def _losses(run: Path) -> tuple[list[int], list[float]]:
@@ -108,7 +121,7 @@ def _losses(run: Path) -> tuple[list[int], list[float]]:
     return [int(r["step"]) for r in records], [float(r["loss"]) for r in records]
 
 
-def _compare(name: str, s: DemoSettings, out_dir: Path
+def _compare(name: str, s: DemoSettings, out_dir: Path, cache: Path | None = None
              ) -> tuple[dict[str, Any], list[Path], dict[str, dict[str, float]]]:
     import numpy as np
 
@@ -123,7 +136,7 @@ def _compare(name: str, s: DemoSettings, out_dir: Path
     series = [x.target for x in train]
     ctx, tg = [w.context.target for w in wins], [w.target for w in wins]
     tic = time.perf_counter()
-    model, run, cached = _trained(name, series, ds.freq, h, s)
+    model, run, cached = _trained(name, series, ds.freq, h, s, cache)
     train_s = time.perf_counter() - tic
     tic = time.perf_counter()
     table = defaults_for(ds.freq)
@@ -148,7 +161,8 @@ def _compare(name: str, s: DemoSettings, out_dir: Path
     metrics[f"{name}/held-out windows (count)"] = float(len(wins))
     metrics[f"{name}/guidance scale (unitless)"] = scale
     metrics[f"{name}/training time (s)"] = train_s
-    metrics[f"{name}/training cached (yes/no)"] = "yes" if cached else "no"
+    metrics[f"{name}/weights"] = {"starter": "shipped starter weights",
+                                  "cache": "cached training", "trained": "trained now"}[cached]
     metrics[f"{name}/forecast time per window (s)"] = fc_s / len(wins)
     metrics[f"{name}/parameters (count)"] = float(sum(p.numel() for p in model.parameters()))
 
@@ -171,6 +185,7 @@ def _compare(name: str, s: DemoSettings, out_dir: Path
                                  xlabel="step", ylabel="epsilon MSE",
                                  title=f"TSDiff training loss ({name})"))
     metrics[f"{name}/final training loss (epsilon MSE)"] = losses[-1] if losses else math.nan
+    metrics[f"{name}/run"] = str(run)
     return metrics, figures, res
 
 
@@ -180,8 +195,9 @@ def _text(s: DemoSettings, results: dict[str, dict[str, dict[str, float]]]) -> s
         f"{s.windows} one-day windows of every series ({s.stride_seasons} days apart) are "
         "held out; all models see only the data before the first of them.",
         f"Model: TSDiff '{s.preset}' preset with the defaults table's context and lags, "
-        f"trained {s.steps} steps of {s.batch_size} windows on the CPU (cached weights are "
-        f"reused). Forecasts: {s.guidance} self-guidance at the table's scale, guided "
+        f"trained {s.steps} steps of {s.batch_size} windows on the CPU (shipped starter "
+        f"or cached weights are reused). Forecasts: {s.guidance} self-guidance at the "
+        f"table's scale, guided "
         f"{s.sampler.upper()} {s.sampling_steps or 100} steps, {s.num_samples} samples.",
         "Refinement: the probabilistic seasonal-naive samples, refined by Langevin steps on "
         f"the model's denoising energy ({s.refine_steps} steps, TSDiff Sec. 4.2).",
@@ -236,8 +252,60 @@ class TSDiffDemo:
                 figures += f
         metrics["total time (s)"] = time.perf_counter() - tic
         metrics["device"] = "cpu"
+        # every number's unit is the parenthesised end of its name
+        units = {k: k[k.rindex("(") + 1:-1] for k, v in metrics.items()
+                 if not isinstance(v, str) and k.endswith(")")}
         return DemoReport(title="TSDiff: self-guided forecasts of real series vs baselines",
-                          metrics=metrics, figures=figures, text=_text(s, results))
+                          metrics=metrics, figures=figures, text=_text(s, results), units=units)
+
+
+def write_starter(out: Path = STARTER_DIR) -> dict[str, Any]:
+    """Train the demo models of :data:`QUICK` and :data:`FULL` from scratch and write them to
+    ``out`` (default: the app's :data:`STARTER_DIR`): per model the weights, settings and loss
+    log, and ``out/manifest.json`` with the command, commit, device, wall time and the held-out
+    metrics of every model (what the demo reports with these settings). Reproduce with::
+
+        python -c "from polydiff.apps.tsdiff.demo import write_starter; write_starter()"
+    """
+    import platform
+    import subprocess
+    import tempfile
+
+    import torch
+
+    from polydiff.core.utils import atomic_dir, atomic_write
+
+    out = Path(out)
+    manifest: dict[str, Any] = {
+        "command": 'python -c "from polydiff.apps.tsdiff.demo import write_starter; '
+                   'write_starter()"',
+        "device": f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__, "models": {}}
+    try:
+        manifest["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+            cwd=Path(__file__).parent, timeout=30).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        manifest["commit"] = None
+    with tempfile.TemporaryDirectory() as work, atomic_dir(out) as tmp:
+        for label, s in (("quick", QUICK), ("full", FULL)):
+            for name in s.datasets:
+                with torch.random.fork_rng(devices=[]):
+                    m, _, res = _compare(name, s, Path(work) / "figures", cache=Path(work))
+                run = Path(m[f"{name}/run"])
+                for item in STARTER_FILES:
+                    src = run / item
+                    if src.is_dir():
+                        shutil.copytree(src, tmp / run.name / item)
+                    elif src.is_file():
+                        (tmp / run.name).mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(src, tmp / run.name / item)
+                manifest["models"][f"{label}/{name}"] = {
+                    "folder": run.name, "settings": dataclasses.asdict(s),
+                    "train_seconds": round(m[f"{name}/training time (s)"], 1),
+                    "heldout": res}
+        atomic_write(tmp / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    return manifest
 
 
 DEMO = TSDiffDemo()
