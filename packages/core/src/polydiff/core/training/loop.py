@@ -176,7 +176,8 @@ class Trainer:
             ``reshard_after_forward``, ...), passed to every call.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Any, data: Any, config: TrainConfig, *,
+    def __init__(self, model: nn.Module | Callable[[], nn.Module], loss_fn: Any, data: Any,
+                 config: TrainConfig, *,
                  callbacks: Sequence[Callback] = (), ddp_kwargs: dict[str, Any] | None = None,
                  fsdp_units: UnitsFn | None = None, fsdp_kwargs: dict[str, Any] | None = None):
         self.config = cfg = config
