@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from polydiff.core.cli import DemoReport, atomic_write
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
 
 __all__ = ["CoreSamplersDemo", "core_samplers", "png_bytes", "write_png"]
@@ -156,7 +158,8 @@ class CoreSamplersDemo:
         from polydiff.core.testbeds import GaussianMixture, reference_pf_ode
 
         n_samples, nfes = (128, [5, 10, 20, 40]) if quick else (512, [5, 10, 15, 20, 30, 40, 60])
-        samplers = {"ddim": sample_ddim, "dpmpp_2m": sample_dpmpp_2m, "unipc": sample_unipc}
+        samplers: dict[str, Callable[..., torch.Tensor]] = {
+            "ddim": sample_ddim, "dpmpp_2m": sample_dpmpp_2m, "unipc": sample_unipc}
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
 

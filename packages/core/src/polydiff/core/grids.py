@@ -96,6 +96,7 @@ def time_grid(process: GaussianProcess, n: int, kind: str = "logsnr", *,
             ts = process.t_from_sigma_tilde((s[0] + u * (s[1] - s[0])) ** rho)
         ts[0], ts[-1] = t0, t1  # exact ends despite round trips through the inverse
     if zero:
+        assert process.t_zero is not None  # part of the condition for zero
         ts = torch.cat([ts, torch.tensor([float(process.t_zero)], dtype=torch.float64)])
     return ts.to(device)
 

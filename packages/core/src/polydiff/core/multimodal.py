@@ -216,6 +216,7 @@ class JointDiffusionLoss:
             if pc > 0 or pn > 0:
                 r = torch.rand(batch, generator=generator, dtype=torch.float64, device=device)
                 if pc > 0:
+                    assert p.t_zero is not None  # checked in __init__ when clean_prob > 0
                     t = torch.where(r < pc, torch.full_like(t, float(p.t_zero)), t)
                 if pn > 0:
                     t = torch.where((r >= pc) & (r < pc + pn), torch.full_like(t, t_max), t)

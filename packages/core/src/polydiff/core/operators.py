@@ -163,6 +163,8 @@ class Masking(LinearOperator):
     """``y = m * x`` for a fixed 0/1 (or weighting) mask ``m`` broadcastable to ``in_shape``:
     inpainting and missing values. Self-adjoint; closed-form prox."""
 
+    mask: Tensor  # buffer
+
     def __init__(self, mask: Tensor, in_shape: Sequence[int] | None = None):
         super().__init__(tuple(mask.shape) if in_shape is None else in_shape)
         self.register_buffer("mask", mask.detach().clone())
@@ -225,6 +227,8 @@ class MaskedFourier(LinearOperator):
     symmetrised mask ``M_s(k) = (M(k) + M(-k)) / 2`` (the Hermitian symmetry of real images'
     spectra), which gives :meth:`prox` in closed form.
     """
+
+    mask: Tensor  # buffer
 
     def __init__(self, mask: Tensor, in_shape: Sequence[int]):
         super().__init__(in_shape)
@@ -338,6 +342,11 @@ class ParallelBeamRadon(LinearOperator):
         step: sample spacing along rays in pixels.
         channels: ``C``.
     """
+
+    angles: Tensor  # buffers
+    w_rows: Tensor
+    w_cols: Tensor
+    w_vals: Tensor
 
     def __init__(self, image_size: int, *, angles: Tensor | Sequence[float] | None = None,
                  n_angles: int | None = None, n_det: int | None = None, step: float = 0.5,

@@ -23,7 +23,7 @@ judging samplers against the exact ODE solution rather than against data samples
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from polydiff.core.shapes import append_dims, as_time
 __all__ = ["GaussianMixture", "LowRankMixture", "MixtureDenoiser", "reference_pf_ode"]
 
 _F64 = torch.float64
+_Params = tuple[Tensor, "Tensor | None", Tensor, Tensor, Tensor]  # a mixture on one device
 
 
 def _flatten(x: Tensor, dim: int) -> tuple[Tensor, torch.Size]:
@@ -95,7 +96,8 @@ class GaussianMixture:
             raise ValueError(f"weights must be ({k},) non-negative with positive sum")
         self._means, self._vecs, self._lam, self._c0 = means, vecs, lam, c0
         self._weights = w / w.sum()
-        self._cache: dict[torch.device, tuple[Tensor | None, ...]] = {}
+        # device -> (means, vecs or None, lam, c0, log weights)
+        self._cache: dict[torch.device, _Params] = {}
 
     # ----------------------------------------------------------------- properties
     @property
@@ -134,12 +136,11 @@ class GaussianMixture:
         cov = (w[:, None, None] * (self.covs + dev[:, :, None] * dev[:, None, :])).sum(0)
         return mean, cov
 
-    def _params(self, device: torch.device) -> tuple[Tensor | None, ...]:
+    def _params(self, device: torch.device) -> _Params:
         if device not in self._cache:
-            self._cache[device] = tuple(
-                None if p is None else p.to(device)
-                for p in (self._means, self._vecs, self._lam, self._c0, self._weights.log())
-            )
+            vecs = None if self._vecs is None else self._vecs.to(device)
+            self._cache[device] = (self._means.to(device), vecs, self._lam.to(device),
+                                   self._c0.to(device), self._weights.log().to(device))
         return self._cache[device]
 
     # ----------------------------------------------------------------- core
@@ -166,6 +167,7 @@ class GaussianMixture:
         logdet = torch.log(v).sum(-1)
         m = w.shape[-1]
         if m < d:  # isotropic complement of the span of V_k (low-rank mixtures)
+            assert vec is not None  # m < d only with eigenvectors
             perp = r - w @ vec.transpose(-1, -2)
             v0 = a_[..., 0] * a_[..., 0] * c0[:, None] + s2[..., 0]  # (K, B)
             quad = quad + (perp * perp).sum(-1) / v0
@@ -211,6 +213,7 @@ class GaussianMixture:
         yc = self._center(y, shape, self.dim)
         a, s = self._schedule(process, t, shape[0], x.device)
         _, x0, eps = self._terms(x64, a, s, yc)
+        assert x0 is not None and eps is not None  # posterior=True
         zero = (s == 0)[:, None]
         if zero.any():
             z = x64 if yc is None else x64 - yc
@@ -259,6 +262,15 @@ class GaussianMixture:
         logp = self._terms(x64, one, torch.zeros_like(one), None, posterior=False)[0]
         return torch.logsumexp(logp, dim=0)
 
+    @overload
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               return_labels: Literal[False] = False) -> Tensor: ...
+    @overload
+    def sample(self, n: int, generator: torch.Generator | None = None, *,
+               return_labels: Literal[True]) -> tuple[Tensor, Tensor]: ...
+    @overload
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]: ...
     def sample(self, n: int, generator: torch.Generator | None = None,
                return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """``n`` data samples ``(n, D)`` float64 (CPU), and their component labels if asked."""
@@ -373,6 +385,7 @@ class LowRankMixture(GaussianMixture):
         """Euclidean distance ``(B,)`` float64 from each point to the nearest of the affine
         subspaces ``mu_k + span(U_k)`` (0 for noise-free samples)."""
         x64, _ = _flatten(x, self.dim)
+        assert self._vecs is not None  # set from the factors' SVD in __init__
         mu, vec = self._means.to(x.device), self._vecs.to(x.device)
         r = x64[:, None, :] - mu[None]
         perp = r - torch.einsum("bkm,kdm->bkd", torch.einsum("bkd,kdm->bkm", r, vec), vec)
@@ -482,6 +495,7 @@ def _reference_pf_ode(mixture: GaussianMixture, process: GaussianProcess, x: Ten
         one = torch.ones(batch, dtype=_F64)
         xin = z if yc_cpu is None else z + yc_cpu
         x0 = mixture._terms(xin, one, one * st, None)[1]
+        assert x0 is not None  # posterior=True
         return x0 if yc_cpu is None else x0 - yc_cpu
 
     if st0 != st1:

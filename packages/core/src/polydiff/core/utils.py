@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 __all__ = ["MissingDependencyError", "atomic_dir", "atomic_path", "atomic_write", "cache_dir",
            "fetch_debian_package", "file_mode", "one_line", "progress", "quiet"]
@@ -138,8 +138,14 @@ def quiet() -> bool:
     return ci not in ("", "0", "false", "no") or not (sys.stderr and sys.stderr.isatty())
 
 
+@overload
+def progress(iterable: int, total: int | None = None, desc: str | None = None,
+             disable: bool | None = None) -> Iterator[int]: ...
+@overload
+def progress(iterable: Iterable[T], total: int | None = None, desc: str | None = None,
+             disable: bool | None = None) -> Iterator[T]: ...
 def progress(iterable: Iterable[T] | int, total: int | None = None, desc: str | None = None,
-             disable: bool | None = None) -> Iterator[T]:
+             disable: bool | None = None) -> Iterator[T] | Iterator[int]:
     """``iterable`` (an ``int`` n means ``range(n)``) with a tqdm bar on stderr;
     ``disable=None`` means silent when :func:`quiet`."""
     from tqdm.std import tqdm  # imported here: keeps tqdm off the --help path

@@ -46,7 +46,8 @@ def to_channels_last(module_or_tensor: M) -> M:
         return module_or_tensor.contiguous(memory_format=torch.channels_last)
     if isinstance(module_or_tensor, nn.Module):
         if any(isinstance(m, _CONV2D) for m in module_or_tensor.modules()):
-            module_or_tensor.to(memory_format=torch.channels_last)
+            # Module.to accepts memory_format at run time; torch's stubs omit it
+            module_or_tensor.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return module_or_tensor
     raise TypeError(
         f"to_channels_last expects a tensor or an nn.Module, got {type(module_or_tensor).__name__}"

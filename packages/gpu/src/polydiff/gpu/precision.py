@@ -19,11 +19,14 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import torch
 
 from polydiff.gpu.device import as_device
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "Precision",
@@ -97,8 +100,18 @@ def autocast(device: str | torch.device, precision: PrecisionLike | str = "auto"
         yield
 
 
+class _GradScalerKwargs(TypedDict, total=False):
+    """The tuning arguments of ``torch.amp.GradScaler``."""
+
+    init_scale: float
+    growth_factor: float
+    backoff_factor: float
+    growth_interval: int
+
+
 def make_grad_scaler(
-    device: str | torch.device, precision: PrecisionLike | str = "auto", **kwargs: float | int
+    device: str | torch.device, precision: PrecisionLike | str = "auto",
+    **kwargs: Unpack[_GradScalerKwargs],
 ) -> torch.amp.GradScaler:
     """A ``torch.amp.GradScaler`` that is enabled only for fp16 (loss scaling needed).
 

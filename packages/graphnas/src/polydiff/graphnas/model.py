@@ -136,14 +136,15 @@ class ArchDiffusion:
             b = min(sc.batch_size, n - start)
             x = self.process.prior_sample((b, dim), generator=gen, device=device)
             den = guide(self.denoiser, b) if guide is not None else self.denoiser
-            kw = dict(generator=gen, disable=not progress)
+            quiet = not progress
             if sc.sampler == "pc":
                 z = sample_pc(den, x, ts, predictor="reverse_diffusion", corrector="langevin",
-                              snr=sc.snr, corrector_steps=sc.corrector_steps, **kw)
+                              snr=sc.snr, corrector_steps=sc.corrector_steps, generator=gen,
+                              disable=quiet)
             elif sc.sampler == "ddpm":
-                z = sample_ddpm(den, x, ts, **kw)
+                z = sample_ddpm(den, x, ts, generator=gen, disable=quiet)
             else:
-                z = sample_euler_maruyama(den, x, ts, **kw)
+                z = sample_euler_maruyama(den, x, ts, generator=gen, disable=quiet)
             out.append(z.float().cpu())
         return torch.cat(out) if out else torch.zeros(0, dim)
 

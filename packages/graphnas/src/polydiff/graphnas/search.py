@@ -249,7 +249,7 @@ def diffusionnag_search(bench: NASBenchGraph, diffusion: ArchDiffusion,
             ranked = [r.arch for r in rng.sample(bench.records, 50) if not oracle.seen(r.arch)]
         for arch in ranked[:min(per_round, budget - trace.queries)]:
             trace.add(arch, oracle.query(arch))
-        if adapt and emb is not None:
+        if adapt and task is not None:  # (emb is set exactly when task is)
             ok = [i for i, v in enumerate(trace.valid) if np.isfinite(v)]
             emb = adapt_task_embedding(predictor, [trace.archs[i] for i in ok],
                                        [trace.valid[i] for i in ok], task)

@@ -28,10 +28,11 @@ MODEL_DIR = "model"
 
 def _config(out_dir: Path, steps: int, batch_size: int, lr: float, seed: int, desc: str,
             progress: bool, meta: dict[str, Any], **overrides: Any) -> TrainConfig:
-    base = dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed, run_dir=str(out_dir),
-                desc=desc, progress=progress, ema_decay=0.995, ema_warmup="tf",
-                log_every=max(1, min(50, steps // 20)), ckpt_every=max(0, steps // 4),
-                grad_clip=1.0, device="cpu")
+    base: dict[str, Any] = dict(
+        steps=steps, batch_size=batch_size, lr=lr, seed=seed, run_dir=str(out_dir), desc=desc,
+        progress=progress, ema_decay=0.995, ema_warmup="tf",
+        log_every=max(1, min(50, steps // 20)), ckpt_every=max(0, steps // 4), grad_clip=1.0,
+        device="cpu")
     base.update({k: v for k, v in overrides.items() if k != "extra"})
     base["extra"] = {**meta, **overrides.get("extra", {})}
     return TrainConfig(**base)

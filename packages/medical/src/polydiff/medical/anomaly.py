@@ -153,11 +153,12 @@ def minority_sample(prior: DiffusionPrior, n: int, *, scale: float = 0.0, steps:
                     s: float = 0.5, seed: int = 0) -> Tensor:
     """``n`` samples in [0, 1], guided towards high minority score with strength ``scale``
     (0: the unguided sampler with the same noise), DDPM ancestral steps."""
+    from polydiff.core.denoiser import Denoiser
     from polydiff.core.grids import time_grid
     from polydiff.core.guidance import GradientGuidance
     from polydiff.core.samplers import sample_ddpm
 
-    den = prior.denoiser
+    den: Denoiser = prior.denoiser
     if scale:
         den = GradientGuidance(prior.denoiser,
                                lambda u: minority_score(prior, u, s=s, seed=seed + 1),

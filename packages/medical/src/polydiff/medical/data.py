@@ -73,8 +73,11 @@ def load_template() -> np.ndarray:
     global _TEMPLATE
     if _TEMPLATE is None:
         import nibabel as nib
+        from nibabel.dataobj_images import DataobjImage
 
-        _TEMPLATE = np.asarray(nib.load(str(template_path())).dataobj, dtype=np.float32)
+        img = nib.load(str(template_path()))
+        assert isinstance(img, DataobjImage)  # a NIfTI file (nib.load's type is broader)
+        _TEMPLATE = np.asarray(img.dataobj, dtype=np.float32)
     return _TEMPLATE
 
 

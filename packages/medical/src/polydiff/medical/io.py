@@ -191,12 +191,14 @@ def read_nifti(path: str | os.PathLike[str], *, expect_slice: bool = False) -> M
     """Read a NIfTI-1/2 image (``.nii``, ``.nii.gz``); 4-D images keep their first volume. With
     ``expect_slice``, images with more than one slice are refused."""
     import nibabel as nib
+    from nibabel.dataobj_images import DataobjImage
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no such file: '{p}'")
     try:
         img = nib.load(str(p))
+        assert isinstance(img, DataobjImage)  # nib.load is typed as any file-based image
         data = np.asarray(img.dataobj, dtype=np.float64)
     except Exception as err:  # noqa: BLE001 - nibabel raises many kinds
         raise ValueError(f"{p}: not a readable NIfTI file ({type(err).__name__})") from None

@@ -161,7 +161,7 @@ def _template(k: int, digit: str, th: str, sl: str, sz: str) -> str:
 N_TEMPLATES = 5
 
 
-def caption_digit(label: int, bins: Sequence[int] | None, rng: np.random.Generator, *,
+def caption_digit(label: int, bins: Sequence[int] | np.ndarray | None, rng: np.random.Generator, *,
                   mention_prob: float = 0.7) -> str:
     """One caption of a digit with attribute ``bins`` (``-1`` or ``None``: unknown, never
     mentioned); each known attribute is mentioned with probability ``mention_prob``, in one
@@ -288,7 +288,7 @@ def _captioned_digits(seed: int, val: float, test: float, captions_per_image: in
                               mention_prob=mention_prob)
         out.append(CaptionedImages(x[part], caps, y[part], bins,
                                    [f"digit-{i}" for i in part]))
-    return DigitSplits(*out, attributes=attrs)
+    return DigitSplits(out[0], out[1], out[2], attributes=attrs)
 
 
 # --------------------------------------------------------------------------- folders
@@ -299,8 +299,8 @@ def read_image(path: Path, size: int, channels: int) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
+        with Image.open(path) as f:
+            im = f.convert("L" if channels == 1 else "RGB")
             im = im.resize((size, size), Image.Resampling.BICUBIC)
             arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
     except (OSError, ValueError) as exc:

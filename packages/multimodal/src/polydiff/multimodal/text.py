@@ -176,8 +176,8 @@ class TextAutoencoder(PretrainedMixin, nn.Module):
         v, k, d = len(cfg.vocab), cfg.latent_tokens, cfg.latent_dim
         self.embed = nn.Embedding(v, cfg.embed_dim, padding_idx=PAD)
         if cfg.encoder == "gru":
-            self.encoder = nn.GRU(cfg.embed_dim, cfg.hidden, batch_first=True,
-                                  bidirectional=True)
+            self.encoder: nn.GRU | None = nn.GRU(cfg.embed_dim, cfg.hidden, batch_first=True,
+                                                 bidirectional=True)
             self.to_latent = nn.Linear(2 * cfg.hidden, k * d)
         else:
             self.encoder = None

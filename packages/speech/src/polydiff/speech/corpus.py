@@ -171,7 +171,9 @@ def _speech_stream(rng: np.random.Generator, voice: str, n: int, sample_rate: in
     call), with a random rate, pitch and pitch range."""
     params = {"rate": int(rng.integers(140, 201)), "pitch": int(rng.integers(30, 71)),
               "pitch_range": int(rng.integers(30, 81))}
-    parts, texts, total = [], [], 0
+    parts: list[np.ndarray] = []
+    texts: list[str] = []
+    total = 0
     while total < n:
         batch, estimate = [], 0.0  # seconds, from the word count at this rate
         while estimate * sample_rate < 1.2 * (n - total):
@@ -311,11 +313,11 @@ def simulate_rir(rng: np.random.Generator, rt60: float, sample_rate: int = 16000
     h_direct, h = ism(0), ism(order)
     n = max(h.size, int(1.2 * rt60 * sample_rate) + h_direct.size)
     h = np.pad(h, (0, n - h.size))
-    t_c = None
+    t_c: float | None = None
     if order == max_order:  # image sources stop early: add the late tail
         c = 343.0
         t_c = 0.8 * order / math.sqrt(float(np.sum(1.0 / dims ** 2))) / c  # seconds
-        t_c = max(t_c, np.linalg.norm(src - mic) / c + 0.02)
+        t_c = max(t_c, float(np.linalg.norm(src - mic)) / c + 0.02)
         i_c, w = int(t_c * sample_rate), int(0.01 * sample_rate)
         if i_c + w < n:
             decay = 3.0 * math.log(10.0) / rt60  # amplitude decay rate: 60 dB in rt60

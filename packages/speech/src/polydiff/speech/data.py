@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -182,8 +182,8 @@ class PairedAudioDataset:
     def __init__(self, root: str | os.PathLike[str], split: str = "train", *,
                  layout: str = "auto", sample_rate: int = 16000,
                  segment_frames: int | None = 256, hop_length: int = 128,
-                 random_crop: bool = True, pad_mode: str = "constant", normalize: bool = True,
-                 seed: int = 0, cache: bool = False):
+                 random_crop: bool = True, pad_mode: Literal["constant", "reflect"] = "constant",
+                 normalize: bool = True, seed: int = 0, cache: bool = False):
         if segment_frames is not None and segment_frames < 2:
             raise ValueError(f"segment_frames must be >= 2 or None, got {segment_frames}")
         if hop_length < 1:

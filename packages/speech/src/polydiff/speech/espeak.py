@@ -98,6 +98,8 @@ class _Espeak:
     makes synthesis a pure function of its arguments. Use only under ``_LOCK``.
     """
 
+    lib: Any  # the loaded ctypes.CDLL (None while unloaded)
+
     def __init__(self) -> None:
         self.src_path, self.data_path = _locate()
         if not Path(self.src_path).is_file() or not Path(self.data_path).is_dir():
@@ -106,7 +108,7 @@ class _Espeak:
         self._dir = tempfile.mkdtemp(prefix="polydiff-espeak-")
         atexit.register(shutil.rmtree, self._dir, True)
         self._count, self._path = 0, ""
-        self.lib: Any = None
+        self.lib = None
         self._chunks: list[np.ndarray] = []
         self._events: list[PhonemeEvent] = []
         self.options = 0

@@ -99,7 +99,7 @@ def _no_freq_warnings() -> Iterator[None]:
         yield
 
 
-def _period(value: Any, freq: str) -> pd.Period:
+def _period(value: Any, freq: str | None) -> pd.Period:
     return _quiet(pd.Period, value, freq=freq)
 
 

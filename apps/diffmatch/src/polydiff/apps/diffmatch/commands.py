@@ -40,9 +40,9 @@ def _run_folder(out: Path, resume: bool, overwrite: bool) -> Iterator[Path | Non
     engine's locked :func:`start_run` where the installed core has it."""
     try:
         from polydiff.core.training import start_run  # type: ignore[attr-defined]
-    except ImportError:
-        start_run = None
-    if start_run is not None:  # pragma: no cover - depends on the installed core
+    except ImportError:  # an older core: this app's own checks below
+        pass
+    else:  # pragma: no cover - depends on the installed core
         with start_run(out, resume=resume, overwrite=overwrite, settings_name=SETTINGS_NAME,
                        outputs=_OUTPUTS) as run:
             yield run.saved_settings

@@ -104,7 +104,8 @@ class DiffusionNAGDemo:
                 ranked, gstats = generate_ranked(model, pred, bench, task=task, guidance=g,
                                                  seed=s.seed)
                 tests = np.array([r.test for r in bench.records])
-                first = [bench.lookup(a) for a in ranked[:10]]
+                # ranked architectures are all benchmark entries: every lookup finds its row
+                first = [r for r in map(bench.lookup, ranked[:10]) if r is not None]
                 best = max(r.test for r in first)
                 rand = expected_best_of_random(tests, 10)
                 thr = float(np.quantile(tests, 0.99))
@@ -119,7 +120,7 @@ class DiffusionNAGDemo:
                 })
                 figures.append(draw_cells(
                     bench.space, ranked[:6], out / "generated_cells.png",
-                    titles=[f"test {100 * bench.lookup(a).test:.1f}%" for a in ranked[:6]],
+                    titles=[f"test {100 * r.test:.1f}%" for r in first[:6]],
                     suptitle=f"DiffusionNAG: first 6 generated for {s.dataset} (zero queries)"))
                 if s.unguided:
                     archs, _ = model.generate(s.unguided, sampler=SamplerConfig(
@@ -163,7 +164,7 @@ class DiffusionNAGDemo:
         figures.append(line_plot(out / "search.png", curves, xlabel="benchmark queries",
                                  ylabel="best test accuracy queried (%)",
                                  title=f"Search on NAS-Bench-Graph {s.dataset}"))
-        res = {}
+        res: dict[str, Any] = {}
         for k, t in traces.items():
             key = k.split()[0].lower()
             res[f"search/{key}/best_test_%"] = 100 * max(t.test)

@@ -18,7 +18,7 @@ import random
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from polydiff.core.cli import CLIError
 
@@ -168,14 +168,25 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in keys)
 
 
+class _TrainArgs(TypedDict):
+    """The keyword arguments that every graphnas training function takes."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    resume: bool
+    progress: bool
+
+
 def _train(s: TrainSettings, out: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
     import torch
 
     from polydiff.graphnas import train as tr
 
     torch.manual_seed(s.seed)
-    common = dict(steps=s.steps, batch_size=s.batch_size, lr=s.lr, seed=s.seed, resume=resume,
-                  progress=progress)
+    common = _TrainArgs(steps=s.steps, batch_size=s.batch_size, lr=s.lr, seed=s.seed, resume=resume,
+                        progress=progress)
     if s.target == "arch":
         from polydiff.graphnas.model import ArchDiffusion, DiffusionConfig
 
@@ -195,21 +206,21 @@ def _train(s: TrainSettings, out: Path, *, resume: bool, progress: bool) -> dict
         datasets = [d for d in NBG_DATASETS if d != s.heldout]
         cfg = PredictorConfig(space="nbgraph", cond_dim=TASK_DIM, hidden_size=s.hidden_size,
                               depth=s.depth)
-        model = train_meta_predictor(datasets, out, config=cfg, **common)
+        meta = train_meta_predictor(datasets, out, config=cfg, **common)
         return {"kind": "meta-predictor", "datasets": datasets, "heldout": s.heldout,
-                "parameters": sum(p.numel() for p in model.net.parameters())}
+                "parameters": sum(p.numel() for p in meta.net.parameters())}
     train, _ = training_archs(s.space)
     y, scaling = property_targets(s.space, train, s.target)
     cfg = PredictorConfig(space=s.space, hidden_size=s.hidden_size, depth=s.depth,
                           target=s.target)
-    model = ArchPredictor(cfg)
-    states = model.space.to_state(train)
-    tr.train_predictor(model, states, y, out, extra={"scaling": scaling}, **common)
+    predictor = ArchPredictor(cfg)
+    states = predictor.space.to_state(train)
+    tr.train_predictor(predictor, states, y, out, extra={"scaling": scaling}, **common)
     from polydiff.core.utils import atomic_write
 
     atomic_write(out / "model" / "scaling.json", json.dumps(scaling) + "\n")
     return {"kind": f"{s.target}-predictor", "n_train": len(train), "scaling": scaling,
-            "parameters": sum(p.numel() for p in model.net.parameters())}
+            "parameters": sum(p.numel() for p in predictor.net.parameters())}
 
 
 # ----------------------------------------------------------------------------- re-scoring

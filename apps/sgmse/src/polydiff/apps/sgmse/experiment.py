@@ -302,9 +302,9 @@ def methods_of(settings: ExperimentSettings, trained: Trained
             "predictive": trained.predictive}))
     for v in settings.storm_variants:
         base, _, rest = v.partition(":")
-        n, _, t = rest.partition("@")
-        methods.append((f"storm_{base}{int(n)}_t{float(t):g}", trained.sgmse, {
-            "sampler": "storm", "storm_base": base, "steps": int(n), "t_start": float(t),
+        steps, _, t = rest.partition("@")
+        methods.append((f"storm_{base}{int(steps)}_t{float(t):g}", trained.sgmse, {
+            "sampler": "storm", "storm_base": base, "steps": int(steps), "t_start": float(t),
             "corrector_steps": settings.corrector_steps, "snr": settings.snr,
             "predictive": trained.predictive}))
     return methods

@@ -129,10 +129,11 @@ def check_slice(kind: str = "formant", n: int = 3, snrs: Sequence[float] = (0.0,
 
 
 def score(sgmse: Any, predictive: Any, items: Sequence[dict[str, Any]],
-          enhance: dict[str, Any]) -> dict[str, dict[str, float]]:
+          enhance: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """Means of PESQ (narrow-band at 8 kHz), ESTOI and SI-SDR over ``items`` for the noisy
     input, the predictive baseline and SGMSE with the ``enhance`` settings (``sampler``,
-    ``steps``, ``t_start``...); seeds are the item indices."""
+    ``steps``, ``t_start``...); seeds are the item indices. ``None`` where no value is
+    finite."""
     from polydiff.speech.metrics import evaluate_pair
     from polydiff.speech.sgmse.enhance import enhance_with_stats
 
@@ -147,7 +148,7 @@ def score(sgmse: Any, predictive: Any, items: Sequence[dict[str, Any]],
         rows["predictive"].append(evaluate_pair(it["clean"], est, sr))
         est, _ = enhance_with_stats(sgmse, it["noisy"], sr, seed=i, **kw)
         rows["sgmse"].append(evaluate_pair(it["clean"], est, sr))
-    out = {}
+    out: dict[str, dict[str, float | None]] = {}
     for name, rs in rows.items():
         out[name] = {}
         for m in ("pesq", "estoi", "si_sdr"):

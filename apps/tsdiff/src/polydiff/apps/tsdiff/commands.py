@@ -279,6 +279,7 @@ def _refine_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The refinement flags given, else the defaults (Langevin, tied to each base sample)."""
     from polydiff.timeseries.tsdiff.defaults import REFINE_DEFAULTS as R
 
+    out: dict[str, Any]
     out = {"method": args.method or R.method,
            "steps": R.steps if args.iterations is None else args.iterations,
            "lr": R.lr if args.lr is None else args.lr,

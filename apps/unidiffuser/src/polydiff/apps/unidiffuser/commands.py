@@ -157,7 +157,6 @@ def _train(args: argparse.Namespace, s: TrainSettings, out: Path, text_model: Pa
            ) -> int:
     import torch
 
-    from polydiff.core.nn import from_pretrained
     from polydiff.multimodal.text import TextAutoencoder
     from polydiff.multimodal.unidiffuser.train import (
         DiffusionSettings,
@@ -178,7 +177,7 @@ def _train(args: argparse.Namespace, s: TrainSettings, out: Path, text_model: Pa
     progress = not args.json
     tic = time.perf_counter()
     if text_model is not None:
-        text = from_pretrained(text_model, expected=TextAutoencoder)
+        text = TextAutoencoder.from_pretrained(text_model)
     else:
         ts = TextSettings(encoder=s.text_encoder, latent_tokens=s.latent_tokens,  # type: ignore[arg-type]
                           latent_dim=s.latent_dim, steps=s.text_steps,
@@ -373,6 +372,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = getattr(splits, args.split)
     if args.limit:
         data = data.subset(np.arange(min(args.limit, len(data))))
+    assert splits.train.labels is not None  # the digits are labelled
     judge = DigitJudge.fit(splits.train.images, splits.train.labels, attrs)
     guidance = {m: _guidance(args, model, m) for m in ("t2i", "i2t")}
     tic = time.perf_counter()

@@ -122,12 +122,13 @@ class UniDiffuserDemo:
         splits = load_captioned_digits(seed=int(meta.get("split_seed", 0)))
         attrs = DigitAttributes.from_dict(meta["attributes"])
         data = splits.test.subset(np.arange(min(s.digits, len(splits.test))))
+        assert splits.train.labels is not None and data.labels is not None  # labelled digits
         judge = DigitJudge.fit(splits.train.images, splits.train.labels, attrs)
         guidance = {t: {k: float(v) for k, v in m.meta.get("guidance", {}).items()}
                     for t, m in models.items()}
-        for g in guidance.values():
-            g.setdefault("t2i", 0.0)
-            g.setdefault("i2t", 0.0)
+        for per_mode in guidance.values():
+            per_mode.setdefault("t2i", 0.0)
+            per_mode.setdefault("i2t", 0.0)
         metrics: dict[str, Any] = {}
         with torch.random.fork_rng(devices=[]):
             for key in ("joint", "t2i"):
@@ -147,6 +148,7 @@ class UniDiffuserDemo:
             metrics.update({f"unidiffuser/{k}": v for k, v in joint.items()})
             chain = sample(models["joint"], "i2t2i", images=data.images[:20],
                            guidance=guidance["joint"]["i2t"], steps=s.steps, seed=s.seed)
+            assert chain.images is not None  # what i2t2i returns
             metrics["chain/i2t2i_digit_kept"] = float(np.mean(
                 judge.classify(chain.images) == data.labels[:20]))
             curve: dict[str, list[float]] = {"joint": [], "t2i": []}

@@ -239,7 +239,8 @@ def _scheduler_class() -> type:
     from diffusers.configuration_utils import ConfigMixin, register_to_config
     from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
-    class PolydiffScheduler(SchedulerMixin, ConfigMixin):
+    # diffusers types config_name as str in SchedulerMixin and as None in ConfigMixin
+    class PolydiffScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         """A polydiff sampler as a diffusers scheduler (VP, discrete-time training schedule).
 
         Config (diffusers names where they exist): ``num_train_timesteps``, ``beta_start``,
@@ -295,16 +296,16 @@ def _scheduler_class() -> type:
         def _grid(self, n: int | None, timesteps: Sequence[float] | None) -> Tensor:
             cfg, p = self.config, self.process
             if timesteps is not None:
-                return diffusers_timesteps_to_times(timesteps, p, "zero" if cfg.final_zero
+                return diffusers_timesteps_to_times(timesteps, p, "zero" if cfg["final_zero"]
                                                     else "sigma_min")
             if n is None:
                 raise ValueError("give num_inference_steps or timesteps")
-            ts = time_grid(p, n, cfg.grid, rho=cfg.rho, final_zero=cfg.final_zero)
-            if cfg.round_timesteps:
-                body = ts[:-1] if cfg.final_zero else ts
+            ts = time_grid(p, n, cfg["grid"], rho=cfg["rho"], final_zero=cfg["final_zero"])
+            if cfg["round_timesteps"]:
+                body = ts[:-1] if cfg["final_zero"] else ts
                 k = torch.unique(torch.round(p.model_timestep(body)).clamp(0, p.num_train_timesteps
                                                                             - 1))
-                return diffusers_timesteps_to_times(k.flip(0), p, "zero" if cfg.final_zero
+                return diffusers_timesteps_to_times(k.flip(0), p, "zero" if cfg["final_zero"]
                                                     else "sigma_min")
             return ts
 
@@ -318,22 +319,22 @@ def _scheduler_class() -> type:
             self.times = self._grid(num_inference_steps, timesteps).to(dev, dtype)
             self.timesteps = self.process.model_timestep(self.times[:-1]).to(torch.float32)
             self.num_inference_steps = int(self.timesteps.numel())
-            self._plan = make_stepper(self.config.solver, self.process, self.times,
+            self._plan = make_stepper(self.config["solver"], self.process, self.times,
                                       **self._hyper())
             self._step_index = None
 
         def _hyper(self) -> dict[str, Any]:
             cfg = self.config
-            solver = cfg.solver
+            solver = cfg["solver"]
             if solver == "ddim":
-                return {"eta": 0.0 if cfg.eta is None else cfg.eta}
+                return {"eta": 0.0 if cfg["eta"] is None else cfg["eta"]}
             if solver == "unipc":
-                return {"order": cfg.solver_order or 3, "variant": cfg.unipc_variant,
-                        "lower_order_final": cfg.lower_order_final}
-            out: dict[str, Any] = {"solver_type": cfg.solver_type,
-                                   "lower_order_final": cfg.lower_order_final}
+                return {"order": cfg["solver_order"] or 3, "variant": cfg["unipc_variant"],
+                        "lower_order_final": cfg["lower_order_final"]}
+            out: dict[str, Any] = {"solver_type": cfg["solver_type"],
+                                   "lower_order_final": cfg["lower_order_final"]}
             if solver == "dpmpp_2m_sde":
-                out["eta"] = 1.0 if cfg.eta is None else cfg.eta
+                out["eta"] = 1.0 if cfg["eta"] is None else cfg["eta"]
             return out
 
         # -------------------------------------------------------------- loop API
@@ -358,16 +359,17 @@ def _scheduler_class() -> type:
             :meth:`set_timesteps` (the first call locates ``timestep``)."""
             if self._plan is None:
                 raise ValueError("call set_timesteps(...) before step(...)")
+            assert self.times is not None and self.num_inference_steps is not None  # with _plan
             if self._step_index is None:
                 self._step_index = self._index_for(timestep)
             i = self._step_index
             if i >= self.num_inference_steps:
                 raise IndexError("step() called more often than there are timesteps")
             t = self.times[i].to(sample.device).expand(sample.shape[0])
-            x0, eps = to_x0_eps(model_output, self.config.prediction_type, sample, t,
+            x0, eps = to_x0_eps(model_output, self.config["prediction_type"], sample, t,
                                 self.process)
-            if self.config.x0_clamp is not None:
-                c = self.config.x0_clamp
+            if self.config["x0_clamp"] is not None:
+                c = self.config["x0_clamp"]
                 x0 = x0.clamp(-c, c)
                 eps = to_x0_eps(x0, "sample", sample, t, self.process)[1]
             prev = self._plan.step(i, sample, x0, eps, generator)
@@ -405,14 +407,14 @@ def _scheduler_class() -> type:
             diffusers loop with :meth:`step` reproduces)."""
             if self.times is None:
                 raise ValueError("call set_timesteps(...) first")
-            fn = get_sampler(self.config.solver).fn
+            fn = get_sampler(self.config["solver"]).fn
             kw = self._hyper()
-            if self.config.solver in ("ddim", "dpmpp_2m_sde"):
+            if self.config["solver"] in ("ddim", "dpmpp_2m_sde"):
                 kw["generator"] = generator
             return fn(denoiser, x, self.times.to(x.device), cond=cond, disable=disable, **kw)
 
         def __len__(self) -> int:
-            return self.config.num_train_timesteps
+            return self.config["num_train_timesteps"]
 
     PolydiffScheduler.__module__ = __name__
     PolydiffScheduler.__qualname__ = "PolydiffScheduler"

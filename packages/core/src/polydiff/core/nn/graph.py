@@ -189,6 +189,13 @@ class GraphTransformerConfig:
                            self.fixed_adjacency)
 
 
+def _zero_linear(m: nn.Module) -> None:
+    """Zero a linear layer's weight and bias (adaLN-Zero)."""
+    assert isinstance(m, nn.Linear)
+    nn.init.zeros_(m.weight)
+    nn.init.zeros_(m.bias)
+
+
 def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
@@ -260,6 +267,12 @@ class GraphTransformer(PretrainedMixin, nn.Module):
     """
 
     config_class = GraphTransformerConfig
+    fixed_adjacency: Tensor  # buffers
+    free_mask: Tensor
+    attend: Tensor
+    node_out: nn.Linear | None  # output="state" heads
+    edge_out: nn.Sequential | None
+    graph_out: nn.Sequential | None  # output="graph" head
 
     def __init__(self, config: GraphTransformerConfig):
         super().__init__()
@@ -303,10 +316,9 @@ class GraphTransformer(PretrainedMixin, nn.Module):
                     nn.init.zeros_(m.bias)
         nn.init.trunc_normal_(self.pos, std=0.02)
         for blk in self.blocks:
-            nn.init.zeros_(blk.modulation[-1].weight)
-            nn.init.zeros_(blk.modulation[-1].bias)
-        nn.init.zeros_(self.head_mod[-1].weight)
-        nn.init.zeros_(self.head_mod[-1].bias)
+            assert isinstance(blk, GraphTransformerBlock)
+            _zero_linear(blk.modulation[-1])
+        _zero_linear(self.head_mod[-1])
 
     def block_names(self) -> list[str]:
         return [f"blocks.{i}" for i in range(len(self.blocks))]
@@ -342,6 +354,7 @@ class GraphTransformer(PretrainedMixin, nn.Module):
             pooled = torch.cat([h.mean(dim=1), h.amax(dim=1)], dim=-1)
             out = self.graph_out(pooled)
             return out[:, 0] if cfg.graph_outputs == 1 else out
+        assert self.node_out is not None and self.edge_out is not None  # output="state"
         node_part = self.node_out(h)
         if not layout.free_edges:
             return node_part.reshape(b, -1)

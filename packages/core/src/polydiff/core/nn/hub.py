@@ -19,7 +19,7 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import torch
 from torch import nn
@@ -180,7 +180,7 @@ def _check_state(name: str, path: Path, model: nn.Module, state: dict[str, torch
 
 def from_pretrained(directory: str | os.PathLike[str], *,
                     map_location: str | torch.device = "cpu",
-                    expected: type[nn.Module] | None = None) -> nn.Module:
+                    expected: type | None = None) -> nn.Module:
     """Rebuild the model saved by :func:`save_pretrained` in ``directory``: the class named
     in ``config.json`` (from the registry), its config, and its weights read with safetensors
     onto ``map_location`` (dtypes as saved). ``expected``: a class the model must be an
@@ -240,8 +240,9 @@ class PretrainedMixin:
         return save_pretrained(self, directory)
 
     @classmethod
-    def from_pretrained(cls: type[M], directory: str | os.PathLike[str], *,
-                        map_location: str | torch.device = "cpu") -> M:
+    def from_pretrained(cls, directory: str | os.PathLike[str], *,
+                        map_location: str | torch.device = "cpu") -> Self:
         """See :func:`from_pretrained`; the saved model must be a ``cls``."""
         model = from_pretrained(directory, map_location=map_location, expected=cls)
-        return model  # type: ignore[return-value]
+        assert isinstance(model, cls)  # checked by expected=cls
+        return model

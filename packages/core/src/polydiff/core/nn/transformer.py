@@ -279,12 +279,17 @@ class DiffusionTransformer(PretrainedMixin, nn.Module):
             nn.init.normal_(self.stem.label.embedding.weight, std=0.02)
         for lin in (self.stem.time.linear_1, self.stem.time.linear_2):
             nn.init.normal_(lin.weight, std=0.02)
-        zero = [b.modulation[-1] for b in self.blocks if b.modulation is not None]
+        zero: list[nn.Module] = []
+        for b in self.blocks:
+            assert isinstance(b, TransformerBlock)
+            if b.modulation is not None:
+                zero.append(b.modulation[-1])
         if self.head.modulation is not None:
             zero += [self.head.modulation[-1], self.head.linear]
-        for lin in zero:
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
+        for m in zero:
+            assert isinstance(m, nn.Linear)
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
 
     def block_names(self) -> list[str]:
         """Names of the blocks in execution order (stable across runs and saves)."""

@@ -224,6 +224,21 @@ class _Level(nn.Module):
         self.upsample: Upsample | None = None
 
 
+class _Stem(nn.Module):
+    """The input layers; filled in by :class:`UNet` (the names are state-dict keys)."""
+
+    time: TimestepMLP
+    label: LabelEmbedding | None
+    conv: nn.Module
+
+
+class _Head(nn.Module):
+    """The output layers; filled in by :class:`UNet`."""
+
+    norm: nn.GroupNorm
+    conv: nn.Module
+
+
 class _Mid(nn.Module):
     def __init__(self, res: list[ResBlock], attn: AttentionBlock | None):
         super().__init__()
@@ -259,7 +274,7 @@ class UNet(PretrainedMixin, nn.Module):
             return ResBlock(d, cin, cout, emb_dim, dropout=cfg.dropout, groups=g,
                             scale_shift=cfg.scale_shift)
 
-        self.stem = nn.Module()
+        self.stem = _Stem()
         self.stem.time = TimestepMLP(cfg.base_channels, emb_dim, kind=cfg.time_embedding,
                                      time_scale=cfg.time_scale)
         self.stem.label = LabelEmbedding(cfg.num_classes, emb_dim) if cfg.num_classes else None
@@ -299,7 +314,7 @@ class UNet(PretrainedMixin, nn.Module):
             up.append(level)
         self.up = nn.ModuleList(up[::-1])  # indexed by resolution level
 
-        self.head = nn.Module()
+        self.head = _Head()
         self.head.norm = _norm(g, ch)
         self.head.conv = _zero(_conv(d, ch, cfg.out_channels or cfg.in_channels, 3, padding=1))
 
@@ -312,6 +327,7 @@ class UNet(PretrainedMixin, nn.Module):
         """Names of the blocks in execution order (stable across runs and saves)."""
         names: list[str] = []
         for i, level in enumerate(self.down):
+            assert isinstance(level, _Level)
             for j in range(len(level.res)):
                 names.append(f"down.{i}.res.{j}")
                 names += [f"down.{i}.attn.{j}"] if len(level.attn) else []
@@ -320,6 +336,7 @@ class UNet(PretrainedMixin, nn.Module):
         names.append("mid.res.1")
         for i in reversed(range(len(self.up))):
             level = self.up[i]
+            assert isinstance(level, _Level)
             for j in range(len(level.res)):
                 names.append(f"up.{i}.res.{j}")
                 names += [f"up.{i}.attn.{j}"] if len(level.attn) else []
@@ -361,6 +378,7 @@ class UNet(PretrainedMixin, nn.Module):
         h = self.stem.conv(x if cond is None else torch.cat([x, cond.to(x.dtype)], dim=1))
         hs = [h]
         for level in self.down:
+            assert isinstance(level, _Level)
             for j, block in enumerate(level.res):
                 h = block(h, emb)
                 h = level.attn[j](h) if len(level.attn) else h
@@ -372,6 +390,7 @@ class UNet(PretrainedMixin, nn.Module):
         h = self.mid.attn(h) if self.mid.attn is not None else h
         h = self.mid.res[1](h, emb)
         for level in reversed(self.up):
+            assert isinstance(level, _Level)
             for j, block in enumerate(level.res):
                 h = block(torch.cat([h, hs.pop()], dim=1), emb)
                 h = level.attn[j](h) if len(level.attn) else h

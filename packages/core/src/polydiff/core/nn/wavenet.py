@@ -112,6 +112,21 @@ class ResidualLayer(nn.Module):
         return (x + residual) / math.sqrt(2.0), skip
 
 
+class _Stem(nn.Module):
+    """The input layers; filled in by :class:`WaveNet` (the names are state-dict keys)."""
+
+    conv: nn.Conv1d
+    time: TimestepMLP
+    label: LabelEmbedding | None
+
+
+class _Head(nn.Module):
+    """The output layers; filled in by :class:`WaveNet`."""
+
+    skip: nn.Conv1d
+    out: nn.Conv1d
+
+
 @register_model
 class WaveNet(PretrainedMixin, nn.Module):
     """DiffWave's network (Kong et al. 2021) for ``(B, C, L)`` signals of any length.
@@ -127,7 +142,7 @@ class WaveNet(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = cfg = config
         c = cfg.residual_channels
-        self.stem = nn.Module()
+        self.stem = _Stem()
         self.stem.conv = nn.Conv1d(cfg.in_channels, c, 1)
         nn.init.kaiming_normal_(self.stem.conv.weight)
         self.stem.time = TimestepMLP(cfg.time_embed_dim, cfg.time_hidden,
@@ -139,11 +154,12 @@ class WaveNet(PretrainedMixin, nn.Module):
                           cfg.cond_channels)
             for i in range(cfg.num_layers)
         ])
-        self.head = nn.Module()
+        self.head = _Head()
         self.head.skip = nn.Conv1d(c, c, 1)
         nn.init.kaiming_normal_(self.head.skip.weight)
         self.head.out = nn.Conv1d(c, cfg.out_channels or cfg.in_channels, 1)
         nn.init.zeros_(self.head.out.weight)
+        assert self.head.out.bias is not None  # Conv1d's default bias=True
         nn.init.zeros_(self.head.out.bias)
 
     @property

@@ -23,6 +23,8 @@ __all__ = ["VPLinear", "VPCosine", "VPDiscrete", "SubVP", "betas_for_alpha_bar"]
 class _VP(GaussianProcess):
     """Shared VP algebra: subclasses give ``log_alpha`` and its derivative."""
 
+    t_zero: float = 0.0  # every VP process has sigma = 0 at t = 0
+
     def log_alpha(self, t: Tensor) -> Tensor:
         raise NotImplementedError
 

@@ -184,6 +184,8 @@ def _times_from_log_st(process: Any, s: Tensor) -> Tensor:
 class _Params(nn.Module):
     """The learnable solver: time logits ``theta`` and the residual coefficients."""
 
+    mask: Tensor  # buffer
+
     def __init__(self, process: Any, t_start: float, t_low: float, zero_end: bool,
                  t_last: float, init_times: Tensor, base: str):
         super().__init__()
@@ -238,6 +240,7 @@ def _rollout(s: Sampling, times: Tensor, a: Tensor | list[float], b: Tensor | li
             for j in range(i + 1):
                 z = z + b[i][j] * ds[j]
         else:
+            assert not torch.is_tensor(b), "a and b are both tensors or both lists"
             z = z0 * a[i] if a[i] != 0.0 else torch.zeros_like(z0)
             for j in range(i + 1):
                 if b[i][j] != 0.0:
@@ -520,7 +523,8 @@ def fit_bespoke(denoiser: Denoiser, x_cal: Tensor, steps: int, *,
     p = denoiser.process
     t0 = float(p.t_max if t_start is None else t_start)
     zero_end = final_zero and p.t_zero is not None
-    t_last = float(p.t_zero) if zero_end else float(p.t_min if t_end is None else t_end)
+    t_last = (float(p.t_zero) if zero_end and p.t_zero is not None
+              else float(p.t_min if t_end is None else t_end))
     t_low = float(p.t_min) if zero_end else t_last
     grid = _init_grid(p, steps, t0, t_end, zero_end, init, slack)
     if reference is None:
@@ -603,6 +607,7 @@ def fit_bespoke(denoiser: Denoiser, x_cal: Tensor, steps: int, *,
             callback({"i": it, "loss": float(value.detach()), "best": best, "selection": sel})
         if last or (patience is not None and stall > patience):
             break
+        assert opt is not None and sched is not None  # iters > 0: else the loop broke above
         if ok:
             opt.zero_grad(set_to_none=True)
             value.backward()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -70,14 +70,17 @@ def randn_like(z: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
 
 
-class Stepper:
+C = TypeVar("C")  # one step's coefficients
+
+
+class Stepper(Generic[C]):
     """A one-NFE-per-step solver on a fixed grid, advanced by an outside loop.
 
     ``coefs[i]`` are the float64 coefficients of the step from grid index ``i`` to ``i + 1``;
     subclasses keep whatever history their update needs (:meth:`reset` forgets it).
     """
 
-    def __init__(self, coefs: Sequence[object]):
+    def __init__(self, coefs: Sequence[C]):
         self.coefs = list(coefs)
         self.reset()
 
@@ -96,29 +99,29 @@ class Stepper:
         raise NotImplementedError
 
 
-class DDIMStepper(Stepper):
+class DDIMStepper(Stepper[tuple[float, float, float]]):
     """DDIM (Song et al. 2021, eq. 12): ``z_next = c_0 z0 + c_eps eps + c_noise n`` with the
     per-step ``(c_0, c_eps, c_noise)`` of :func:`~polydiff.core.samplers.ode.ddim_coefficients`.
     No history."""
 
-    coefs: list[tuple[float, float, float]]
-
     def step(self, i: int, z: Tensor, x0: Tensor, eps: Tensor | None = None,
              generator: torch.Generator | None = None) -> Tensor:
         c_0, c_eps, c_noise = self.coefs[i]
-        z = x0 * c_0 if c_eps == 0.0 else torch.add(x0 * c_0, eps, alpha=c_eps)
+        if c_eps == 0.0:
+            z = x0 * c_0
+        else:
+            assert eps is not None, "this DDIM step needs the noise prediction"
+            z = torch.add(x0 * c_0, eps, alpha=c_eps)
         if c_noise > 0.0:
             z = z.add_(randn_like(z, generator), alpha=c_noise)
         return z
 
 
-class DPMSolverStepper(Stepper):
+class DPMSolverStepper(Stepper[tuple[float, float, float, float, float]]):
     """DPM-Solver++ multistep (Lu et al. 2022, "DPM-Solver++", Algorithm 2 and its 3M / SDE
     extensions): ``z_next = A z + P m0 + Q m1 + R m2 + S n`` with the per-step
     ``(A, P, Q, R, S)`` of :func:`~polydiff.core.samplers.dpmsolver.dpmpp_coefficients`,
     ``m0 = x0`` and ``m1, m2`` the data predictions of the two previous steps (kept here)."""
-
-    coefs: list[tuple[float, float, float, float, float]]
 
     def reset(self) -> None:
         self.m1: Tensor | None = None
@@ -129,8 +132,10 @@ class DPMSolverStepper(Stepper):
         a, p, q, r, noise = self.coefs[i]
         z_next = x0 * p if a == 0.0 else torch.add(z * a, x0, alpha=p)
         if q != 0.0:
+            assert self.m1 is not None  # the coefficients use m1 only from the second step
             z_next.add_(self.m1, alpha=q)
         if r != 0.0:
+            assert self.m2 is not None  # and m2 from the third
             z_next.add_(self.m2, alpha=r)
         if noise > 0.0:
             z_next.add_(randn_like(z, generator), alpha=noise)
@@ -146,7 +151,7 @@ def _combine(cx: float, z: Tensor, weights: tuple[float, ...], ms: list[Tensor])
     return out
 
 
-class UniPCStepper(Stepper):
+class UniPCStepper(Stepper["UniPCStep"]):
     """UniPC (Zhao et al. 2023, Algorithms 1-2, data prediction) with the
     :class:`~polydiff.core.samplers.unipc.UniPCStep` coefficients of
     :func:`~polydiff.core.samplers.unipc.unipc_coefficients`.
@@ -155,8 +160,6 @@ class UniPCStepper(Stepper):
     prediction ``x0`` at no extra network call (:meth:`correct`), then the UniP predictor
     (:meth:`predict`); ``order`` data predictions are kept, newest first.
     """
-
-    coefs: list[UniPCStep]
 
     def __init__(self, coefs: Sequence[UniPCStep], order: int):
         self.order = int(order)

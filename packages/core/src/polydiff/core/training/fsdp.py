@@ -139,8 +139,11 @@ def gather_model_state(model: nn.Module, rank0_only: bool) -> dict[str, Tensor]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=rank0_only)
-    state = get_model_state_dict(model, options=opts)
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+    out: dict[str, Tensor] = {}
+    for k, v in get_model_state_dict(model, options=opts).items():
+        assert isinstance(v, Tensor)  # a full model state dict holds plain tensors
+        out[k] = v.detach().to("cpu", copy=True)
+    return out
 
 
 def gather_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -170,7 +173,8 @@ def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer,
     )
 
     opts = StateDictOptions(full_state_dict=True)
-    set_model_state_dict(model, model_state, options=opts)
+    # torch types the state as the invariant dict[str, ValueType], of which Tensor is one
+    set_model_state_dict(model, model_state, options=opts)  # type: ignore[arg-type]
     set_optimizer_state_dict(model, optimizer, optimizer_state_by_name(optim_state, names),
                              options=opts)
     # hyperparameters as saved (the name-keyed round trip turns tuples such as betas to lists)

@@ -176,7 +176,8 @@ class Trainer:
             ``reshard_after_forward``, ...), passed to every call.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Any, data: Any, config: TrainConfig, *,
+    def __init__(self, model: nn.Module | Callable[[], nn.Module], loss_fn: Any, data: Any,
+                 config: TrainConfig, *,
                  callbacks: Sequence[Callback] = (), ddp_kwargs: dict[str, Any] | None = None,
                  fsdp_units: UnitsFn | None = None, fsdp_kwargs: dict[str, Any] | None = None):
         self.config = cfg = config
@@ -212,7 +213,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._ddp = nn.parallel.DistributedDataParallel(self._module, device_ids=ids,
                                                             **(ddp_kwargs or {}))
-        self._forward = gpu.maybe_compile(self._ddp or self._module, enabled=cfg.compile)
+        self._forward: nn.Module = gpu.maybe_compile(self._ddp or self._module,
+                                                     enabled=cfg.compile)
         # after sharding: under FSDP these are the DTensor shards the optimizer updates
         self._param_names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -255,6 +257,7 @@ class Trainer:
                 path[0] = str(next_run_dir(cfg.run_root, cfg.desc))
             if self.world_size > 1:
                 dist.broadcast_object_list(path, src=0)
+        assert path[0] is not None  # set by rank 0, broadcast to the others
         return Path(path[0])
 
     @property
@@ -422,6 +425,7 @@ class Trainer:
             self.model.load_state_dict(model_state)
             self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
+            assert ema_state is not None  # checked above
             self.ema.load_state_dict(ema_state)
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
@@ -503,6 +507,9 @@ class _Window:
     """Running means of the records between two ``stats.jsonl`` lines."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self.loss = self.norm = 0.0
         self.n = self.skipped = self.steps = 0
 
@@ -520,5 +527,5 @@ class _Window:
                "skipped_total": skipped_total, "time": round(elapsed, 4),
                "loss": self.loss / self.n if self.n else None,
                "grad_norm": self.norm / self.n if self.n else None}
-        self.__init__()
+        self._reset()
         return rec

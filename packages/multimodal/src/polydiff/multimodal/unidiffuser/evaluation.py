@@ -32,32 +32,46 @@ def prompts_for(data: CaptionedImages, seed: int = 0) -> list[str]:
     return [cs[int(rng.integers(len(cs)))] for cs in data.captions]
 
 
+def _digit_labels(data: CaptionedImages) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, bins)`` of captioned digits (the judge needs both)."""
+    if data.labels is None or data.bins is None:
+        raise ValueError("evaluation needs labelled, attribute-binned data (captioned digits)")
+    return data.labels, data.bins
+
+
 def score_t2i(model: UniDiffuser, data: CaptionedImages, judge: DigitJudge, *,
               guidance: float, steps: int = 20, seed: int = 0) -> dict[str, float]:
     prompts = prompts_for(data, seed)
     out = sample(model, "t2i", prompts=prompts, guidance=guidance, steps=steps, seed=seed)
+    assert out.images is not None  # what t2i returns
     return judge.t2i(out.images, prompts)
 
 
 def score_i2t(model: UniDiffuser, data: CaptionedImages, judge: DigitJudge, *,
               guidance: float, steps: int = 20, seed: int = 0) -> dict[str, float]:
+    labels, bins = _digit_labels(data)
     out = sample(model, "i2t", images=data.images, guidance=guidance, steps=steps, seed=seed)
-    return judge.i2t(out.captions, data.labels, data.bins)
+    assert out.captions is not None  # what i2t returns
+    return judge.i2t(out.captions, labels, bins)
 
 
 def score_joint(model: UniDiffuser, data: CaptionedImages, judge: DigitJudge, *, n: int,
                 guidance: float = 0.0, steps: int = 20, seed: int = 0) -> dict[str, float]:
     """Joint-pair consistency and both marginal histograms (``n`` samples each)."""
+    labels, _ = _digit_labels(data)
     out: dict[str, float] = {}
     pairs = sample(model, "joint", n=n, guidance=guidance, steps=steps, seed=seed)
+    assert pairs.images is not None and pairs.captions is not None  # what joint returns
     out.update({f"joint/{k}": v for k, v in judge.joint(pairs.images, pairs.captions).items()})
     img = sample(model, "image", n=n, steps=steps, seed=seed + 1)
-    out["marginal/image_tv"] = judge.image_histogram(img.images, data.labels)["tv"]
+    assert img.images is not None
+    out["marginal/image_tv"] = judge.image_histogram(img.images, labels)["tv"]
     txt = sample(model, "text", n=n, steps=steps, seed=seed + 2)
-    out["marginal/text_tv"] = judge.text_histogram(txt.captions, data.labels)["tv"]
+    assert txt.captions is not None
+    out["marginal/text_tv"] = judge.text_histogram(txt.captions, labels)["tv"]
     # the floor: the same-size TV of real labels drawn (with replacement) from these labels
     rng = np.random.default_rng(seed)
-    out["marginal/resample_tv"] = tv_distance(rng.choice(data.labels, size=n), data.labels)
+    out["marginal/resample_tv"] = tv_distance(rng.choice(labels, size=n), labels)
     return out
 
 
@@ -65,8 +79,7 @@ def evaluate_model(model: UniDiffuser, data: CaptionedImages, judge: DigitJudge,
                    guidance: dict[str, float] | float | None = None, steps: int = 20,
                    seed: int = 0, joint_n: int | None = None) -> dict[str, Any]:
     """Every score the model's task supports (``guidance`` per mode, or one value)."""
-    if data.labels is None or data.bins is None:
-        raise ValueError("evaluation needs labelled, attribute-binned data (captioned digits)")
+    _digit_labels(data)
     if not isinstance(guidance, dict):
         g = 0.0 if guidance is None else float(guidance)
         guidance = {"t2i": g, "i2t": g, "joint": 0.0}

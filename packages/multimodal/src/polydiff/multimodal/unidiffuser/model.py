@@ -28,7 +28,6 @@ from polydiff.core.multimodal import ModalityLayout
 from polydiff.core.nn import (
     MultiModalUViT,
     MultiModalUViTConfig,
-    from_pretrained,
     patchify,
     unpatchify,
 )
@@ -191,10 +190,8 @@ def load_unidiffuser(directory: str | Path, map_location: str | torch.device = "
         config = UniDiffuserConfig(**data["config"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"'{meta_path}' is not a valid model description: {exc}") from None
-    net = from_pretrained(directory / "network", map_location=map_location,
-                          expected=MultiModalUViT)
-    text = from_pretrained(directory / "text", map_location=map_location,
-                           expected=TextAutoencoder)
+    net = MultiModalUViT.from_pretrained(directory / "network", map_location=map_location)
+    text = TextAutoencoder.from_pretrained(directory / "text", map_location=map_location)
     model = UniDiffuser(config, net, text, data.get("meta", {}))
     k, d = text.config.latent_shape
     if net.config.num_tokens != (config.image_tokens, k) or \

@@ -27,11 +27,13 @@ log-SNR grid ending at ``sigma = 0``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from polydiff.core.denoiser import Denoiser
 from polydiff.core.grids import time_grid
 from polydiff.core.guidance import ClassifierFreeGuidance
 from polydiff.core.multimodal import JointDenoiser, JointMarginalGuidance, time_key
@@ -63,6 +65,14 @@ def conditional_denoiser(model: UniDiffuser, generate: str) -> JointDenoiser:
                          prediction_type=model.config.prediction)
 
 
+class _SamplerArgs(TypedDict):
+    """The keyword arguments that :func:`sample` passes to every :func:`generate` call."""
+
+    guidance: float
+    steps: int
+    generator: torch.Generator | None
+
+
 def _grid(model: UniDiffuser, steps: int, device: torch.device) -> Tensor:
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -86,6 +96,7 @@ def generate(model: UniDiffuser, gen: str, held: Tensor | None, *, guidance: flo
     noise = torch.randn((b, *model.layout.shapes[other]), generator=generator, device=dev)
     t_max = torch.full((b,), float(model.process.t_max), dtype=torch.float64, device=dev)
     marginal = {other: noise, time_key(other): t_max}
+    d: Denoiser
     if held is None:
         d, cond = den, marginal
     else:
@@ -132,7 +143,7 @@ def sample(model: UniDiffuser, mode: str, *, prompts: list[str] | None = None,
     if not np.isfinite(guidance) or guidance < 0:
         raise ValueError(f"guidance must be a finite number >= 0, got {guidance}")
     g = torch.Generator(device=model.device).manual_seed(int(seed))
-    kw = dict(guidance=guidance, steps=steps, generator=g)
+    kw = _SamplerArgs(guidance=guidance, steps=steps, generator=g)
     if mode in ("t2i", "t2i2t"):
         if not prompts:
             raise ValueError(f"mode {mode} needs at least one prompt")

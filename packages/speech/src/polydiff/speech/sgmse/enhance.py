@@ -295,6 +295,7 @@ def enhance_with_stats(model: SGMSE | SGMSEPredictive, noisy: Any, sr: int, *,
         else:
             x = torch.as_tensor(work / peak, dtype=torch.float32, device=dev)
             hop = model.representation.config.hop_length
+            weights: list[np.ndarray | None]
             if chunk_seconds is None or chunk_seconds * rate >= work.shape[0]:
                 plan, weights = [(0, work.shape[0])], [None]
             else:

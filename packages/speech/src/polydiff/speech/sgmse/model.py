@@ -132,7 +132,8 @@ class _SpecModel(PretrainedMixin, nn.Module):
         """Spectrograms ``(B, 1, F, N)`` -> waves ``(B, length)``."""
         return self.representation.inverse(as_spec_batch(spec)[:, 0], length)
 
-    def loss(self, clean: Tensor, noisy: Tensor, **kw: Any) -> Tensor:
+    def loss(self, clean: Tensor, noisy: Tensor, *, generator: torch.Generator | None = None,
+             reduction: str = "mean") -> Tensor:
         raise NotImplementedError
 
     def wave_loss(self, clean: Tensor, noisy: Tensor, *, generator: torch.Generator | None = None,

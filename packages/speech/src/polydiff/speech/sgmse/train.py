@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polydiff.core.nn.hub import config_to_dict
+from polydiff.core.nn.hub import config_to_dict, save_pretrained
 from polydiff.core.training import SampledData, TrainConfig, Trainer
 from polydiff.speech.sgmse.model import SGMSE, SGMSEPredictive
 
@@ -101,7 +101,7 @@ def export_weights(trainer: Trainer, directory: str | os.PathLike[str]) -> Path:
     out = copy.deepcopy(model)
     if trainer.ema is not None:
         trainer.ema.copy_to(out)
-    return out.cpu().save_pretrained(directory)
+    return save_pretrained(out.cpu(), directory)
 
 
 def make_trainer(model: SGMSE | SGMSEPredictive, data: Any, out_dir: str | os.PathLike[str],

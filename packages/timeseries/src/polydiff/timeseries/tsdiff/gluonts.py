@@ -389,6 +389,8 @@ class TSDiffEstimator(PyTorchLightningEstimator):
         train_sampler, validation_sampler: gluonts instance samplers.
     """
 
+    trainer_kwargs: dict[str, Any]  # set by gluonts' __init__
+
     def __init__(self, freq: str, prediction_length: int | None = None,
                  context_length: int | None = None, lags: Iterable[int] | None = None,
                  preset: str | None = None, config: TSDiffConfig | None = None,
@@ -420,7 +422,7 @@ class TSDiffEstimator(PyTorchLightningEstimator):
         self.batch_size = int(batch_size or d.batch_size)
         self.num_samples = int(num_samples or d.num_samples)
         self.forecast_batch_size = int(forecast_batch_size)
-        self.forecast_kwargs = dict(
+        self.forecast_kwargs: dict[str, Any] = dict(
             guidance=guidance or d.guidance, scale=float(scale if scale is not None else d.scale),
             spread=float(spread if spread is not None else d.spread),
             sampler=sampler or d.sampler,

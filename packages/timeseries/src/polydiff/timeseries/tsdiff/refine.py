@@ -162,8 +162,11 @@ def denoising_energy(denoiser: Denoiser, y: Tensor, *, t: TimeSpec = 0.21,
 def _prior_value(kind: str, h: Tensor, base: Tensor, q: Tensor | None,
                  weight: float | Tensor = 1.0) -> Tensor:
     e = base - h
-    per = e * e if kind == "mse" else torch.maximum(append_dims(q, e) * e,
-                                                    (append_dims(q, e) - 1.0) * e)
+    if kind == "mse":
+        per = e * e
+    else:
+        assert q is not None  # the pinball loss needs its quantile levels
+        per = torch.maximum(append_dims(q, e) * e, (append_dims(q, e) - 1.0) * e)
     return (weight * per).reshape(h.shape[0], -1).sum(dim=1)
 
 
@@ -178,6 +181,7 @@ def _prior_prox(kind: str, v: Tensor, base: Tensor, q: Tensor | None,
     if kind == "mse":
         return (v + 2.0 * c * base) / (1.0 + 2.0 * c)
     d = v - base
+    assert q is not None  # the pinball loss needs its quantile levels
     kq = append_dims(q, d)
     up, lo = c * (1.0 - kq), c * kq
     w = torch.where(d > up, d - up, torch.where(d < -lo, d + lo, torch.zeros_like(d)))
@@ -350,6 +354,7 @@ def refine(denoiser: Denoiser, context: Any, base_forecast: Any, *,
             yw = fixed + free * yv  # observed context held fixed
             e_dn = energy_dn(yw)
             if split:
+                assert lam_dev is not None  # set when split
                 d = (yw[:, c:] - g).reshape(b, s, h)
                 mean = d.mean(dim=1, keepdim=True)
                 e_pr = (lam * mean * mean + lam_dev * (d - mean) ** 2).sum(-1).reshape(b * s)
@@ -369,6 +374,7 @@ def refine(denoiser: Denoiser, context: Any, base_forecast: Any, *,
                 xi = torch.randn(y_new.shape, generator=gen, dtype=y_new.dtype,
                                  device=y_new.device)
             if split:  # the mean and offset ties (and the noise), exactly
+                assert lam_dev is not None
                 if langevin:
                     y_new[:, :c] = y_new[:, :c] + math.sqrt(2.0 * lr) * noise_scale * \
                         xi[:, :c] * free[:, :c]

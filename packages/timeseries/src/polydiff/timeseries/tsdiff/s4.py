@@ -124,14 +124,14 @@ class S4DKernel(nn.Module):
         cb = c * torch.expm1(dta) / a * b
         # Abar^l with l = a c + b: exp(dt A b) exp(dt A c a), so the Vandermonde product is
         # a batched matrix product over the modes and only ~2 sqrt(L) exponentials are taken
-        c = max(1, math.isqrt(max(length - 1, 0)) + 1)
-        n_a = -(-length // c)
+        n_c = max(1, math.isqrt(max(length - 1, 0)) + 1)
+        n_a = -(-length // n_c)
         real = self.log_dt.dtype
-        pb = torch.exp(dta.unsqueeze(-1) * torch.arange(c, device=dta.device, dtype=real))
-        qa = torch.exp(dta.unsqueeze(-1) * torch.arange(0, n_a * c, c, device=dta.device,
+        pb = torch.exp(dta.unsqueeze(-1) * torch.arange(n_c, device=dta.device, dtype=real))
+        qa = torch.exp(dta.unsqueeze(-1) * torch.arange(0, n_a * n_c, n_c, device=dta.device,
                                                         dtype=real))
         k = torch.einsum("hmb,hma->hab", cb.unsqueeze(-1) * pb, qa)  # (H, A, c)
-        return 2.0 * k.reshape(k.shape[0], n_a * c)[:, :length].real
+        return 2.0 * k.reshape(k.shape[0], n_a * n_c)[:, :length].real
 
 
 class S4D(nn.Module):
