@@ -169,12 +169,13 @@ def export_starter(sgmse_run: str | os.PathLike[str], predictive_run: str | os.P
                    out_dir: str | os.PathLike[str], *, enhance: dict[str, Any],
                    commands: dict[str, str] | None = None,
                    heldout: dict[str, Any] | None = None, note: str = "",
-                   real_slice: bool = True) -> dict[str, Any]:
+                   real_slice: bool = True, commit: str | None = None,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the trained pair (the runs' exported EMA weights, ``<run>/model``) to
     ``out_dir`` in bf16 with a manifest: the ``sgmse train`` ``commands`` that made them,
-    the runs' settings (``sgmse.toml``), steps, wall times and devices, the commit,
-    ``heldout`` metrics (e.g. the bench's) and the scores of the check slices. Returns the
-    manifest."""
+    the runs' settings (``sgmse.toml``), steps, wall times and devices, the ``commit`` they
+    were trained at (default: this checkout's), ``heldout`` metrics (e.g. the bench's), the
+    scores of the check slices and the ``extra`` keys. Returns the manifest."""
     import copy
 
     import torch
@@ -214,12 +215,12 @@ def export_starter(sgmse_run: str | os.PathLike[str], predictive_run: str | os.P
         "format": "polydiff-sgmse-starter", "version": 1,
         "sample_rate": models["sgmse"].sample_rate, "dtype": "bfloat16",
         "enhance": enhance, "training": training,
-        "commit": _commit(Path(__file__).resolve().parent),
+        "commit": commit or _commit(Path(__file__).resolve().parent),
         "device": f"{platform.machine()} CPU" if all(
             str(t["device"]).startswith("cpu") for t in training.values()) else "mixed",
         "exported": time.strftime("%Y-%m-%d"),
         "weights_bytes": {n: (out / n / "model.safetensors").stat().st_size for n in models},
-        "heldout": heldout or {}, "check_slices": checks, "note": note,
+        "heldout": heldout or {}, "check_slices": checks, "note": note, **(extra or {}),
     }
     atomic_write(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     return manifest
