@@ -167,7 +167,7 @@ def train_commands(settings: ExperimentSettings, steps: dict[str, int],
               "--seed", str(settings.seed)]
     extra = [f"ema={settings.ema:g}", "ckpt_every=0"]
     if settings.precision != "fp32":
-        extra.append(f'precision="{settings.precision}"')
+        extra.append(f"precision={settings.precision}")
     if settings.compile:
         extra.append("compile=true")
     if settings.network:
