@@ -149,22 +149,78 @@ def load_pair(folder: Path) -> Trained:
                    SGMSEPredictive.from_pretrained(folder / "predictive"), {}, {}, cached=True)
 
 
-def export_pair(trained: Trained, folder: Path, manifest: dict[str, Any]) -> Path:
-    """Save ``trained`` as a starter-weight candidate (bf16 safetensors + manifest)."""
-    import copy
-    import json
+#: The sampler ``sgmse enhance`` uses by default with an exported pair (the manifest's
+#: ``"enhance"``): the baseline's estimate diffused to t = 0.05, then one Euler step (the
+#: best PESQ of euler 1 / 2 at t = 0.05 and euler 2 at t = 0.1 on the validation split for
+#: the CPU starter weights; see tools/bench/README.md).
+EXPORT_ENHANCE = {"sampler": "storm", "storm_base": "euler", "steps": 1, "t_start": 0.05}
 
-    import torch
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, model in (("sgmse", trained.sgmse), ("predictive", trained.predictive)):
-        m = copy.deepcopy(model).cpu().to(torch.bfloat16)
-        m.save_pretrained(folder / name)
-    sizes = {n: (folder / n / "model.safetensors").stat().st_size for n in ("sgmse",
-                                                                           "predictive")}
-    manifest = {**manifest, "weights_bytes": sizes, "dtype": "bfloat16"}
-    atomic_write(folder / "manifest.json", json.dumps(manifest, indent=1, default=str) + "\n")
-    return folder
+def train_commands(settings: ExperimentSettings, steps: dict[str, int],
+                   data: str = "real8k") -> dict[str, str]:
+    """The ``sgmse train`` commands that train the bench's pair again: the same network,
+    batch, segment length, learning rate, EMA, seed and logging, for the ``steps`` each
+    model reached (a time budget stops at a machine-dependent step; a step count does
+    not). The corpus folder is ``sgmse corpus -o DATA`` (training mixes the same sources
+    on the fly, whatever its test-split size)."""
+    net = "{" + ", ".join(f"{k} = {tomlish(v)}" for k, v in settings.network.items()) + "}"
+    common = ["--preset", settings.preset, "--batch-size", str(settings.batch_size),
+              "--lr", f"{settings.lr:g}", "--segment-frames", str(settings.segment_frames),
+              "--seed", str(settings.seed)]
+    extra = [f"ema={settings.ema:g}", "ckpt_every=0"]
+    if settings.precision != "fp32":
+        extra.append(f"precision={settings.precision}")
+    if settings.compile:
+        extra.append("compile=true")
+    if settings.network:
+        extra.append(f"network={net}")
+    out: dict[str, str] = {}
+    for name, n in steps.items():
+        budget_steps = settings.steps if name == "sgmse" else settings.predictive_steps
+        log = f"log_every={max(1, min(budget_steps // 50, 100))}"  # as train_pair logs
+        if name == "predictive":
+            argv = ["sgmse", "train", "--data", data, "-o", "runs/pred", "--predictive"]
+        else:
+            argv = ["sgmse", "train", "--data", data, "-o", "runs/sgmse", "--objective",
+                    settings.objective, "--center", settings.center]
+            if settings.center == "predictive":
+                argv += ["--center-on", "runs/pred"]
+        out[name] = shlex.join(argv + ["--steps", str(int(n))] + common
+                               + ["--set", log, *extra])
+    return out
+
+
+def tomlish(v: Any) -> str:
+    """``v`` as a TOML value (numbers, booleans, strings, lists of them)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(tomlish(x) for x in v) + "]"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return str(v)
+
+
+def export_pair(runs: Path, folder: Path, settings: ExperimentSettings, trained: Trained,
+                result: dict[str, Any]) -> dict[str, Any]:
+    """Save the pair trained in ``runs/{sgmse,predictive}`` as starter weights (bf16
+    safetensors and the manifest of :func:`polydiff.apps.sgmse.starter.export_starter`,
+    which ``sgmse enhance`` and the package's re-score test read), with the equivalent
+    ``sgmse train`` commands, the bench command and commit that trained them and the
+    bench's held-out metrics."""
+    from polydiff.apps.sgmse.starter import export_starter
+
+    return export_starter(
+        runs / "sgmse", runs / "predictive", folder, enhance=dict(EXPORT_ENHANCE),
+        commands=train_commands(settings, trained.steps), commit=result["commit"],
+        heldout={"split": result["split"], "files": result["files"],
+                 "pesq_mode": result["pesq_mode"], "results": result["results"],
+                 "by_snr": result["by_snr"], "threads": result["threads"],
+                 "note": "float32 EMA weights before the bf16 export"},
+        extra={"trained_by": result["command"], "bench_budget": result["budget"],
+               "bench_wall_seconds": result["wall_s"]},
+        note=("trained by the bench command in trained_by; the sgmse train commands run the "
+              "same engine functions with the same settings for the steps reached"))
 
 
 def run(budget: str, settings: ExperimentSettings, device: str, work: Path | None,
@@ -175,13 +231,14 @@ def run(budget: str, settings: ExperimentSettings, device: str, work: Path | Non
     result object (and saves the pair as a starter candidate into ``export``)."""
     import torch
 
-    from polydiff.gpu import device_info, select_device
+    from polydiff.gpu import select_device
 
     dev = select_device(device)
     tic = time.perf_counter()
     corpus = prepare_corpus(settings, show_progress=progress, sources=sources)
     corpus_s = time.perf_counter() - tic
     with contextlib.ExitStack() as stack:
+        root = None
         if models is not None:
             trained = load_pair(models)
         else:
@@ -199,6 +256,24 @@ def run(budget: str, settings: ExperimentSettings, device: str, work: Path | Non
                                              progress=progress, split=split)
         finally:
             torch.set_num_threads(threads)
+        result = _result(budget, settings, results, kept, trained, dev, models, split,
+                         rtf_threads, corpus, corpus_s, tic, command)
+        if export is not None:
+            if root is None:
+                raise ValueError("--export needs a training budget (not --models)")
+            export_pair(root, export, settings, trained, result)
+            result["exported"] = str(export)
+    return result
+
+
+def _result(budget: str, settings: ExperimentSettings, results: dict[str, Any],
+            kept: dict[str, Any], trained: Trained, dev: Any, models: Path | None,
+            split: str, rtf_threads: int | None, corpus: Path, corpus_s: float, tic: float,
+            command: str | None) -> dict[str, Any]:
+    import torch
+
+    from polydiff.gpu import device_info
+
     info = device_info(dev)
     params = {n: sum(p.numel() for p in m.parameters())
               for n, m in (("sgmse", trained.sgmse), ("predictive", trained.predictive))}
@@ -230,17 +305,6 @@ def run(budget: str, settings: ExperimentSettings, device: str, work: Path | Non
                  "espeak-ng formant speech; not comparable with VoiceBank-DEMAND numbers"),
         "command": command,
     }
-    if export is not None:
-        export_pair(trained, export, {
-            "format": "polydiff-sgmse-starter", "train_command": command,
-            "commit": result["commit"], "device": result["device"],
-            "train_seconds": trained.seconds, "train_steps": trained.steps,
-            "settings": settings.to_dict(), "heldout": {
-                "split": split, "files": result["files"], "pesq_mode": result["pesq_mode"],
-                "results": results, "by_snr": result["by_snr"]},
-            "enhance": {"sampler": "storm", "storm_base": "euler", "steps": 2,
-                        "t_start": 0.1}})
-        result["exported"] = str(export)
     return result
 
 
@@ -292,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as err:
         raise SystemExit(f"sgmse bench: {err}") from None
     models = args.models
+    if args.export is not None and (models is not None or args.budget == "starter"):
+        raise SystemExit("sgmse bench: --export saves a pair trained by this run; it does "
+                         "not go with --models or the starter budget")
     if args.budget == "starter" and models is None:
         from polydiff.apps.sgmse.commands import starter_dir
 
@@ -320,8 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["BUDGETS", "CPU_NET", "GPU_NET", "export_pair", "load_pair", "main", "run",
-           "settings_for"]
+__all__ = ["BUDGETS", "CPU_NET", "EXPORT_ENHANCE", "GPU_NET", "export_pair", "load_pair", "main",
+           "run", "settings_for", "train_commands"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -479,3 +479,23 @@ def test_trained_pair_is_cached(corpus: Path, tmp_path: Path) -> None:
     assert set(results) == {"noisy", "predictive", "sgmse_n1"}
     assert results["predictive"]["rtf"] > 0 and "rtf" not in results["noisy"]
     assert kept["files"][0]["sgmse_n1"].shape == kept["files"][0]["clean"].shape
+
+
+def test_evaluate_a_predictive_centred_pair(corpus: Path) -> None:
+    """A StoRM-style pair (SGMSE centred on the baseline's estimate) is evaluated with the
+    baseline passed to every SGMSE call, the warm-up included (untrained tiny models)."""
+    from polydiff.apps.sgmse.experiment import ExperimentSettings, Trained, evaluate_methods
+    from polydiff.speech.sgmse.model import (
+        SGMSE,
+        PredictiveConfig,
+        SGMSEConfig,
+        SGMSEPredictive,
+    )
+
+    s = ExperimentSettings(sampler_steps=(1,), storm_variants=("euler:1@0.1",), objective="edm",
+                           center="predictive")
+    pair = Trained(SGMSE(SGMSEConfig(preset="tiny", objective="edm", center="predictive")),
+                   SGMSEPredictive(PredictiveConfig(preset="tiny")), {}, {})
+    results, kept = evaluate_methods(s, corpus, pair, max_files=1, progress=False)
+    assert set(results) == {"noisy", "predictive", "sgmse_n1", "storm_euler1_t0.1"}
+    assert kept["count"] == 1 and all(r["rtf"] > 0 for k, r in results.items() if k != "noisy")

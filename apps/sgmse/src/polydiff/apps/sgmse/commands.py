@@ -327,7 +327,7 @@ def _settings_with_defaults(args: argparse.Namespace, flags: dict[str, str],
                 given |= set(tomllib.load(fh))
         except (OSError, tomllib.TOMLDecodeError):
             pass  # load_config reports it on one line
-    base = [f"{k}={json.dumps(v) if isinstance(v, str) else v}"
+    base = [f"{k}={v if isinstance(v, str) else json.dumps(v)}"  # plain words, as flags
             for k, v in recommended.items() if k not in given and v is not None]
     return load_config(EnhanceSettings, args.config, base + user)
 

@@ -280,7 +280,8 @@ def _starter_text(r: dict[str, dict[str, float]], by_snr: dict[str, Any], rec: d
         "three other speakers on a CPU; see weights/manifest.json). SGMSE samples with "
         f"'{rec.get('sampler', 'pc')}' (N = {rec.get('steps')}"
         + (f", from t = {rec.get('t_start')}: the baseline's estimate diffused forward, "
-           "then reverse predictor-corrector steps" if rec.get("sampler") == "storm" else "")
+           f"then reverse {rec.get('storm_base', 'pc')} steps" if rec.get("sampler") == "storm"
+           else "")
         + ").",
         "",
         f"Means (PESQ narrow-band / ESTOI / SI-SDR dB): noisy {_fmt(noisy['pesq'])} / "
@@ -295,7 +296,8 @@ def _starter_text(r: dict[str, dict[str, float]], by_snr: dict[str, Any], rec: d
     ]
     held = manifest.get("heldout", {})
     if held.get("results"):
-        lines.append("The manifest's held-out figures (the bench's whole test split): "
+        lines.append(f"The manifest's held-out figures (the bench's test split, "
+                     f"{held.get('files', '?')} files): "
                      + "; ".join(f"{k} PESQ {_fmt(v.get('pesq'))}, SI-SDR "
                                  f"{_fmt(v.get('si_sdr'), 1)} dB"
                                  for k, v in held["results"].items()) + ".")

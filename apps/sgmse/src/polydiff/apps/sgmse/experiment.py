@@ -346,8 +346,10 @@ def evaluate_methods(settings: ExperimentSettings, corpus: Path, trained: Traine
     if not items:
         raise ValueError(f"{corpus}: no {split} files to evaluate")
     snrs = _snr_of(corpus, split)
+    centred = getattr(trained.sgmse.config, "center", "noisy") == "predictive"
     for model in (trained.sgmse, trained.predictive):  # warm-up: first-call overheads
-        enhance_with_stats(model, items[0][2][:rate // 4], rate, steps=2, device=device)
+        kw = {"predictive": trained.predictive} if model is trained.sgmse and centred else {}
+        enhance_with_stats(model, items[0][2][:rate // 4], rate, steps=2, device=device, **kw)
     rows: dict[str, list[dict[str, Any]]] = {"noisy": []}
     cost: dict[str, list[float]] = {}
     kept: dict[str, Any] = {"rate": rate, "files": []}

@@ -170,12 +170,15 @@ def export_starter(sgmse_run: str | os.PathLike[str], predictive_run: str | os.P
                    out_dir: str | os.PathLike[str], *, enhance: dict[str, Any],
                    commands: dict[str, str] | None = None,
                    heldout: dict[str, Any] | None = None, note: str = "",
-                   real_slice: bool = True) -> dict[str, Any]:
+                   real_slice: bool = True, commit: str | None = None,
+                   wall_seconds: dict[str, float] | None = None,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the trained pair (the runs' exported EMA weights, ``<run>/model``) to
     ``out_dir`` in bf16 with a manifest: the ``sgmse train`` ``commands`` that made them,
-    the runs' settings (``sgmse.toml``), steps, wall times and devices, the commit,
-    ``heldout`` metrics (e.g. the bench's) and the scores of the check slices. Returns the
-    manifest."""
+    the runs' settings (``sgmse.toml``), steps, wall times (``wall_seconds``, default the
+    last time in the run's log) and devices, the ``commit`` they
+    were trained at (default: this checkout's), ``heldout`` metrics (e.g. the bench's), the
+    scores of the check slices and the ``extra`` keys. Returns the manifest."""
     import copy
 
     import torch
@@ -192,9 +195,11 @@ def export_starter(sgmse_run: str | os.PathLike[str], predictive_run: str | os.P
         cfg = json.loads((run / "config.json").read_text())
         stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()
                  if line.strip()]
+        timed = [r["time"] for r in stats if r.get("time") is not None]
         training[name] = {"command": (commands or {}).get(name),
                           "steps": stats[-1]["step"] if stats else None,
-                          "wall_seconds": stats[-1].get("time") if stats else None,
+                          "wall_seconds": (wall_seconds or {}).get(name)
+                          or (timed[-1] if timed else None),
                           "device": cfg.get("resolved", {}).get("device"),
                           "parameters": sum(p.numel() for p in models[name].parameters()),
                           "settings": (run / "sgmse.toml").read_text()
@@ -215,12 +220,12 @@ def export_starter(sgmse_run: str | os.PathLike[str], predictive_run: str | os.P
         "format": "polydiff-sgmse-starter", "version": 1,
         "sample_rate": models["sgmse"].sample_rate, "dtype": "bfloat16",
         "enhance": enhance, "training": training,
-        "commit": _commit(Path(__file__).resolve().parent),
+        "commit": commit or _commit(Path(__file__).resolve().parent),
         "device": f"{platform.machine()} CPU" if all(
             str(t["device"]).startswith("cpu") for t in training.values()) else "mixed",
         "exported": time.strftime("%Y-%m-%d"),
         "weights_bytes": {n: (out / n / "model.safetensors").stat().st_size for n in models},
-        "heldout": heldout or {}, "check_slices": checks, "note": note,
+        "heldout": heldout or {}, "check_slices": checks, "note": note, **(extra or {}),
     }
     atomic_write(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     return manifest
