@@ -48,6 +48,23 @@ FULL = ExperimentSettings(n_train=64, n_test=6, seconds=(1.5, 2.5), steps=300,
                           ema=0.99, objective="data", sampler_steps=(5, 10, 30))
 
 
+#: The unit of a metric, by the last part of its name.
+UNITS = {"pesq": "PESQ MOS-LQO (1-4.5)", "estoi": "fraction (0-1)", "si_sdr": "dB",
+         "rtf": "s compute per s audio", "seconds": "s", "files": "count", "steps": "count",
+         "parameters": "count", "sample_rate_hz": "Hz"}
+
+
+def _units(metrics: dict[str, Any]) -> dict[str, str]:
+    """The unit of every numeric metric (:data:`UNITS`; ``*_seconds`` are seconds)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, str):
+            continue
+        last = key.rsplit("/", 1)[-1]
+        out[key] = "s" if last.endswith("seconds") else UNITS.get(last, "")
+    return out
+
+
 def demo_cache_root() -> Path:
     """``$POLYDIFF_CACHE/sgmse-demo``, else ``$XDG_CACHE_HOME/polydiff/sgmse-demo``, else
     ``~/.cache/polydiff/sgmse-demo``."""
@@ -174,7 +191,7 @@ class SGMSEDemo:
               "manifest_heldout": manifest.get("heldout", {})}, True, file=buf)
         atomic_write(out / "results.json", buf.getvalue())
         return DemoReport(title="SGMSE speech enhancement on held-out real speech",
-                          metrics=metrics, figures=figures, audio=audio,
+                          metrics=metrics, figures=figures, audio=audio, units=_units(metrics),
                           text=_starter_text(results, by_snr, rec, kind, len(items), manifest,
                                              quick))
 
@@ -254,7 +271,7 @@ class SGMSEDemo:
         emit({"settings": s.to_dict(), "results": results, "metrics": metrics}, True, file=buf)
         atomic_write(out / "results.json", buf.getvalue())
         return DemoReport(title="SGMSE speech enhancement on synthetic speech",
-                          metrics=metrics, figures=figures, audio=audio,
+                          metrics=metrics, figures=figures, audio=audio, units=_units(metrics),
                           text=_text(s, results, metrics, quick))
 
 
