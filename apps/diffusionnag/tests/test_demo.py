@@ -31,3 +31,6 @@ def test_demo_quick(tmp_path):
     assert m["guided/validity_%"] > 80
     assert rep.figures and all(Path(f).is_file() for f in rep.figures)
     assert "best of 10 random" in rep.text
+    numeric = [k for k, v in m.items() if not isinstance(v, str)]
+    assert numeric and all(rep.units.get(k) for k in numeric), \
+        [k for k in numeric if not rep.units.get(k)]

@@ -138,7 +138,8 @@ class DiffusionNAGDemo:
             torch.set_num_threads(threads)
         metrics["seconds"] = time.perf_counter() - tic
         return DemoReport(title="DiffusionNAG: architectures generated for an unseen dataset",
-                          metrics=metrics, figures=figures, text=_text(s, metrics))
+                          metrics=metrics, figures=figures, text=_text(s, metrics),
+                          units=_units(metrics))
 
     def _search(self, s: DemoSettings, bench: Any, model: Any, pred: Any, task: Any,
                 out: Path, figures: list[Path]) -> dict[str, Any]:
@@ -204,6 +205,19 @@ class DiffusionNAGDemo:
                 titles=[f"{k}: {model.space.properties(a)['params'] / 1e6:.2f} M params"
                         for k, a in drawn.items()], columns=1))
         return res
+
+
+def _units(m: dict[str, Any]) -> dict[str, str]:
+    """The unit of every metric the demo reports (by its name's ending)."""
+    endings = (("_%", "%"), ("_M", "M parameters"), ("queries_to_top1pct", "queries"),
+               ("first_10_in_top1pct", "architectures of 10"), ("seconds", "s"))
+    units = {}
+    for key in m:
+        for end, unit in endings:
+            if key.endswith(end):
+                units[key] = unit
+                break
+    return units
 
 
 def _text(s: DemoSettings, m: dict[str, Any]) -> str:
