@@ -47,7 +47,7 @@ class DemoSettings:
     seed: int = 0
 
 
-QUICK = DemoSettings(digits=60, joint=60, steps=10)
+QUICK = DemoSettings(digits=60, joint=60, steps=6)
 FULL = DemoSettings(digits=360, joint=360, steps=20, curve=(0.0, 0.5, 1.0, 2.0, 4.0))
 
 
