@@ -48,7 +48,7 @@ class DemoSettings:
 
 
 QUICK = DemoSettings(digits=60, joint=60, steps=6)
-FULL = DemoSettings(digits=360, joint=360, steps=20, curve=(0.0, 0.5, 1.0, 2.0, 4.0))
+FULL = DemoSettings(digits=360, joint=360, steps=12, curve=(0.0, 1.0, 2.0, 5.0))
 
 
 def _unit(images: Any) -> Any:
