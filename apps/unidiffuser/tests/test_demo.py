@@ -30,3 +30,14 @@ def test_demo_quick(tmp_path) -> None:
     assert m["t2i/joint/digit_accuracy"] > 0.3  # far above chance
     assert rep.figures and all(Path(f).is_file() for f in rep.figures)
     assert "UniDiffuser" in rep.text and "dedicated" in rep.text
+    numeric = {k for k, v in m.items() if not isinstance(v, str)}
+    assert numeric == set(rep.units) and all(rep.units.values())  # every number has a unit
+
+
+def test_units_reject_an_unknown_metric() -> None:
+    from polydiff.apps.unidiffuser.demo import units
+
+    assert units({"seconds": 1.0, "ratio/x": 0.9, "starter_weights": "abc"}) == {
+        "seconds": "s", "ratio/x": "ratio"}
+    with pytest.raises(KeyError):
+        units({"mystery": 1.0})

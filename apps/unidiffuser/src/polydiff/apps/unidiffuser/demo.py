@@ -32,7 +32,7 @@ from typing import Any
 
 from polydiff.core.cli import DemoReport
 
-__all__ = ["DEMO", "DemoSettings", "QUICK", "FULL", "UniDiffuserDemo"]
+__all__ = ["DEMO", "DemoSettings", "QUICK", "FULL", "UniDiffuserDemo", "units"]
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ class DemoSettings:
     seed: int = 0
 
 
-QUICK = DemoSettings(digits=60, joint=60, steps=10)
-FULL = DemoSettings(digits=360, joint=360, steps=20, curve=(0.0, 0.5, 1.0, 2.0, 4.0))
+QUICK = DemoSettings(digits=60, joint=60, steps=6)
+FULL = DemoSettings(digits=360, joint=360, steps=12, curve=(0.0, 1.0, 2.0, 5.0))
 
 
 def _unit(images: Any) -> Any:
@@ -182,7 +182,30 @@ class UniDiffuserDemo:
         metrics["seconds"] = time.perf_counter() - tic
         metrics["starter_weights"] = man.get("commit", "?")
         return DemoReport(title="UniDiffuser: one transformer for every image-text distribution",
-                          metrics=metrics, figures=figures, text=_text(s, metrics, guidance))
+                          metrics=metrics, figures=figures, text=_text(s, metrics, guidance),
+                          units=units(metrics))
+
+
+def units(metrics: dict[str, Any]) -> dict[str, str]:
+    """The unit of every numeric metric of the demo (a ``KeyError`` for an unknown one)."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, str):
+            continue
+        if k == "seconds":
+            out[k] = "s"
+        elif k == "held_out_digits":
+            out[k] = "digits"
+        elif k.startswith("ratio/"):
+            out[k] = "ratio"
+        elif k.endswith("_tv"):
+            out[k] = "total variation distance (0-1)"
+        elif "accuracy" in k or "consistency" in k or k in ("chance", "chain/i2t2i_digit_kept") \
+                or k.startswith("t2i_curve/") or k.endswith("/readable"):
+            out[k] = "fraction"
+        else:
+            raise KeyError(f"no unit for the demo metric {k!r}")
+    return out
 
 
 def _text(s: DemoSettings, m: dict[str, Any], guidance: dict[str, dict[str, float]]) -> str:
