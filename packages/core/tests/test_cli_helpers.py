@@ -465,3 +465,35 @@ def test_fetch_debian_package_reuses_the_cache_and_names_bad_input(tmp_path, mon
     with pytest.raises(ValueError, match="not a Debian package name"):
         utils.fetch_debian_package("../etc", root=tmp_path)
     assert not (tmp_path / "other-pkg").exists()
+
+
+def test_run_commands_dispatches_after_parsing_and_add_demo_verb(tmp_path, monkeypatch, capsys):
+    import argparse
+    import types
+
+    calls = []
+    mod = types.ModuleType("fake_app_commands")
+    mod.cmd_demo = lambda args: calls.append(("demo", args.output, args.quick, args.json))
+    mod.cmd_train_prior = lambda args: 3
+
+    def cmd_bad(args):
+        raise CLIError("no such thing")
+
+    mod.cmd_bad = cmd_bad
+    monkeypatch.setitem(sys.modules, "fake_app_commands", mod)
+
+    def build() -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(prog="fake")
+        sub = parser.add_subparsers(dest="command", required=True)
+        sub.add_parser("train-prior")
+        sub.add_parser("bad")
+        p = cli.add_demo_verb(sub, description="the demo", default_output="fake-demo")
+        assert p.get_default("output") == "fake-demo"
+        return parser
+
+    assert cli.run_commands(build, "fake_app_commands", ["demo", "--quick"], prog="fake") == 0
+    assert calls == [("demo", "fake-demo", True, False)]
+    assert cli.run_commands(build, "fake_app_commands", ["train-prior"], prog="fake") == 3
+    assert cli.run_commands(build, "fake_app_commands", ["bad"], prog="fake") == 2
+    assert capsys.readouterr().err.strip() == "fake: error: no such thing"
+    assert cli.run_commands(build, "fake_app_commands", ["nope"], prog="fake") == 2

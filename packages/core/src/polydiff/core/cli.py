@@ -14,6 +14,8 @@ Nothing here imports torch or numpy, so an app's ``--help`` stays instant.
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import math
 import os
@@ -45,8 +47,9 @@ from polydiff.core.utils import (
 
 __all__ = [
     "APP_GROUP", "App", "AppEntry", "CLIError", "ConfigError", "DemoReport", "add_config_args",
-    "atomic_path", "atomic_write", "config_from_dict", "config_to_dict", "discover_apps",
-    "emit", "load_app", "load_config", "progress", "quiet", "run_cli", "save_config",
+    "add_demo_verb", "atomic_path", "atomic_write", "config_from_dict", "config_to_dict",
+    "discover_apps", "emit", "load_app", "load_config", "progress", "quiet", "run_cli",
+    "run_commands", "save_config",
 ]
 
 T = TypeVar("T")
@@ -73,6 +76,34 @@ def _message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
         return one_line(f"{exc.strerror}: '{exc.filename}'")
     return one_line(str(exc)) or type(exc).__name__
+
+
+def run_commands(build_parser: Callable[[], argparse.ArgumentParser], commands: str,
+                 argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """An app's console-script entry point: parse ``argv`` with ``build_parser()`` (whose
+    subcommand lands in ``args.command``), import the module ``commands`` (only after parsing,
+    so ``--help`` never imports torch) and call its ``cmd_<verb>(args)`` (dashes in the verb
+    become underscores), all through :func:`run_cli` (0 ok, 2 bad input on one line)."""
+
+    def _main(args_list: list[str] | None) -> int:
+        args = build_parser().parse_args(args_list)
+        module = importlib.import_module(commands)
+        return int(getattr(module, f"cmd_{args.command.replace('-', '_')}")(args) or 0)
+
+    return run_cli(_main, argv, prog=prog)
+
+
+def add_demo_verb(sub: Any, *, description: str, default_output: str,
+                  help: str = "the tour demo", quick_help: str = "smallest settings"
+                  ) -> argparse.ArgumentParser:
+    """Add an app's ``demo`` verb to the subparsers ``sub``: ``-o/--output`` (default
+    ``default_output``), ``--quick`` and ``--json``, as every app's tour demo takes them."""
+    p: argparse.ArgumentParser = sub.add_parser("demo", help=help, description=description)
+    p.add_argument("-o", "--output", metavar="OUT", default=default_output,
+                   help="output folder (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    return p
 
 
 def run_cli(main_fn: Callable[[list[str] | None], int | None],

@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from polydiff.core.cli import run_cli
+from polydiff.core.cli import add_demo_verb, run_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -139,27 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(p)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    p = sub.add_parser("demo", help="the tour demo (offline, starter weights)",
-                       description="Generate NAS-Bench-Graph architectures for a dataset the "
-                       "predictor never saw, compare them with random ones, search with a "
-                       "small budget, and draw the generated cells.")
-    p.add_argument("-o", "--output", metavar="OUT", default="diffusionnag-demo",
-                   help="output folder (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="smallest settings (seconds)")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_demo_verb(sub, help="the tour demo (offline, starter weights)",
+                  default_output="diffusionnag-demo", quick_help="smallest settings (seconds)",
+                  description="Generate NAS-Bench-Graph architectures for a dataset the "
+                  "predictor never saw, compare them with random ones, search with a "
+                  "small budget, and draw the generated cells.")
     return parser
-
-
-def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    from polydiff.apps.diffusionnag import commands
-
-    return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point: 0 ok, 2 bad input (one line on stderr)."""
-    return run_cli(_main, argv, prog=PROG)
+    return run_commands(build_parser, "polydiff.apps.diffusionnag.commands", argv, prog=PROG)
 
 
 if __name__ == "__main__":

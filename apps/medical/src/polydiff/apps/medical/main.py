@@ -15,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from polydiff.core.cli import add_config_args, run_cli
+from polydiff.core.cli import add_config_args, add_demo_verb, run_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -127,26 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer slices and steps")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    p = sub.add_parser("demo", help="the tour demo",
-                       description="Reconstruct held-out and real slices with the starter "
-                       "prior against zero-filled/FBP and TV; write figures and metrics.")
-    p.add_argument("-o", "--output", metavar="OUT", default="medical-demo",
-                   help="output folder (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="smallest settings")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_demo_verb(sub, help="the tour demo", default_output="medical-demo",
+                  quick_help="smallest settings",
+                  description="Reconstruct held-out and real slices with the starter "
+                  "prior against zero-filled/FBP and TV; write figures and metrics.")
     return parser
-
-
-def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    from polydiff.apps.medical import commands
-
-    return int(getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point: 0 ok, 2 bad input (one line on stderr)."""
-    return run_cli(_main, argv, prog=PROG)
+    return run_commands(build_parser, "polydiff.apps.medical.commands", argv, prog=PROG)
 
 
 if __name__ == "__main__":

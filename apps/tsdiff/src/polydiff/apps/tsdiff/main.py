@@ -15,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from polydiff.core.cli import add_config_args, run_cli
+from polydiff.core.cli import add_config_args, add_demo_verb, run_commands
 from polydiff.core.samplers.registry import sampler_names
 
 __all__ = ["build_parser", "main"]
@@ -183,27 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-refine", action="store_true", help="skip the refined baseline")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    p = sub.add_parser("demo", help="the tour demo on offline data",
-                       description="Train a small TSDiff on real offline data (pedestrian "
-                       "counts, Victorian electricity demand), forecast held-out windows and "
-                       "compare with the baselines. Writes figures and prints the metrics.")
-    p.add_argument("-o", "--output", metavar="OUT", default="tsdiff-demo",
-                   help="output folder (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="smallest settings (under a minute)")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_demo_verb(sub, help="the tour demo on offline data", default_output="tsdiff-demo",
+                  quick_help="smallest settings (under a minute)",
+                  description="Train a small TSDiff on real offline data (pedestrian "
+                  "counts, Victorian electricity demand), forecast held-out windows and "
+                  "compare with the baselines. Writes figures and prints the metrics.")
     return parser
-
-
-def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    from polydiff.apps.tsdiff import commands
-
-    return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point: 0 ok, 2 bad input (one line on stderr)."""
-    return run_cli(_main, argv, prog=PROG)
+    return run_commands(build_parser, "polydiff.apps.tsdiff.commands", argv, prog=PROG)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from polydiff.core.cli import add_config_args, run_cli
+from polydiff.core.cli import add_config_args, add_demo_verb, run_commands
 
 __all__ = ["build_parser", "main", "MODES"]
 
@@ -112,27 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(p)
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
 
-    p = sub.add_parser("demo", help="the tour demo",
-                       description="Sample every mode of the starter UniDiffuser on held-out "
-                       "digits, next to the dedicated t2i / i2t models trained with the same "
-                       "compute. Writes figures and prints the scores.")
-    p.add_argument("-o", "--output", metavar="OUT", default="unidiffuser-demo",
-                   help="output folder (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="fewer samples (seconds)")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_demo_verb(sub, help="the tour demo", default_output="unidiffuser-demo",
+                  quick_help="fewer samples (seconds)",
+                  description="Sample every mode of the starter UniDiffuser on held-out "
+                  "digits, next to the dedicated t2i / i2t models trained with the same "
+                  "compute. Writes figures and prints the scores.")
     return parser
-
-
-def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    from polydiff.apps.unidiffuser import commands
-
-    return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point: 0 ok, 2 bad input (one line on stderr)."""
-    return run_cli(_main, argv, prog=PROG)
+    return run_commands(build_parser, "polydiff.apps.unidiffuser.commands", argv, prog=PROG)
 
 
 if __name__ == "__main__":
