@@ -11,6 +11,9 @@ Measured on the voice's held-out test prompts (recordings never seen in training
 DTW (dB), F0 RMSE (cents) and voicing error along the DTW path, utterance-length error (%) and
 per-token duration MAE (ms) against the recording's monotonic alignment, and speed (seconds of
 audio per second of compute, acoustic model + vocoder, on ``--threads`` CPU threads, default 2).
+The DDIM methods (teacher-4, students) sample at the voice's default temperature (chosen on the
+validation prompts, ``voice.json``) unless ``--temperature`` is given; ddpm-50 and the
+regression decoder have none.
 
 Budgets:
 
@@ -80,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="recipe settings for --train")
     ap.add_argument("--max-prompts", type=int, default=24, help="held-out prompts (24)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for scoring (2)")
+    ap.add_argument("--temperature", type=float,
+                    help="sampling temperature of the DDIM methods (default: the voice's)")
+    ap.add_argument("--speed-1thread", metavar="JSON",
+                    help="the JSON of 'prodiff bench --threads 1 --json' (or a bench result "
+                    "holding a speed_1thread block) to embed as speed_1thread")
     ap.add_argument("--export-corpus", metavar="DIR",
                     help="only write the (compact) corpus of the recipe's settings into the "
                     "cache layout under DIR (for a machine without network: POLYDIFF_CACHE=DIR)")
@@ -126,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     test = _heldout(voice, "test")
     _log(f"scoring {min(args.max_prompts, len(test.items))} held-out prompts x "
          f"{voice.methods()} x {voice.vocoders()} on {args.threads} threads")
-    rows = evaluate_voice(voice, test, max_prompts=args.max_prompts, threads=args.threads)
+    temperature = voice.temperature if args.temperature is None else args.temperature
+    rows = evaluate_voice(voice, test, max_prompts=args.max_prompts, threads=args.threads,
+                          temperature=temperature)
     summary = summarize(rows)
     default_voc = voice.info.get("default_vocoder", "griffin-lim")
     result = {
@@ -136,12 +146,22 @@ def main(argv: list[str] | None = None) -> int:
         "voice": str(voice_dir or "starter voice"), "speaker": voice.info.get("speaker"),
         "language": voice.acoustic.config.language,
         "prompts": len({r["prompt"] for r in rows}), "threads": args.threads,
+        "temperature": temperature,
         "train_seconds": train_s, "results": summary,
         "targets": targets(summary, default_voc),
         "seconds": round(time.perf_counter() - tic, 1),
         "notes": "MCD on DCT-of-log-mel cepstra c1..c24 (8 kHz, 80 mel bins), not SPTK's; "
                  "comparable within polydiff only. Wall times on a shared machine.",
     }
+    if args.speed_1thread:
+        speed = json.loads(Path(args.speed_1thread).read_text())
+        speed = speed.get("speed_1thread", speed)
+        result["speed_1thread"] = speed
+        one = {(r["method"], r["vocoder"]): r for r in speed.get("results", [])}
+        row = one.get(("student-2", default_voc))
+        if row:
+            result["targets"]["default_cpu_speed_x_1thread"] = row.get("cpu_speed_x")
+            result["targets"]["default_wall_speed_x_1thread"] = row.get("speed_x")
     cols = ("method", "vocoder", "mcd_db", "f0_rmse_cents", "vde", "dur_err_pct",
             "phone_dur_mae_ms", "speed_x")
     print(" | ".join(cols), file=sys.stderr)

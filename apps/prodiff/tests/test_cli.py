@@ -88,6 +88,25 @@ def test_train_distill_synthesize_evaluate_bench(tiny_run, tmp_path, capsys):
     wave, sr = sf.read(out)
     assert sr == 8000 and len(wave) > 1000 and np.isfinite(wave).all()
     assert json.loads(stdout)["files"][0]["output"] == str(out)
+    # the voice's default temperature (voice.json, from the settings) and --temperature
+    assert json.loads((voice / "voice.json").read_text())["temperature"] == 1.0
+    assert json.loads(stdout)["temperature"] == 1.0
+    mels = []
+    for seed in ("1", "2"):
+        code, stdout, err = run(["synthesize", "Hello there.", "-o", tmp_path / "cold.wav",
+                                 "--voice", run_dir, "--json", "--temperature", "0", "--seed",
+                                 seed], capsys)
+        assert code == 0, err
+        assert json.loads(stdout)["temperature"] == 0.0
+        mels.append(sf.read(tmp_path / "cold.wav")[0])
+    # temperature 0: a deterministic start, the same speech whatever the seed (Griffin-Lim
+    # starts from zero phase)
+    np.testing.assert_array_equal(mels[0], mels[1])
+    code, stdout, err = run(["evaluate", "--voice", voice, "--max-prompts", "1", "--json",
+                             "--methods", "student-2", "--vocoders", "griffin-lim",
+                             "--split", "valid", "--temperature", "0.5"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["temperature"] == 0.5 and json.loads(stdout)["split"] == "valid"
     code, stdout, err = run(["evaluate", "--voice", voice, "--max-prompts", "1", "--json",
                              "--methods", "student-2,regression", "--vocoders",
                              "griffin-lim"], capsys)
@@ -136,6 +155,11 @@ def test_resume_and_a_held_run_folder(tiny_run, tmp_path, capsys):
     (["train-teacher", "-o", "r", "--speaker", "nobody"], "unknown speaker 'nobody'"),
     (["train-teacher", "-o", "r", "--steps", "0"], "teacher_steps must be >= 1"),
     (["distill", "no-such-run"], "no such run folder"),
+    (["synthesize", "hola", "-o", "x.wav", "--temperature", "-1"],
+     "--temperature must be a finite number >= 0"),
+    (["evaluate", "--temperature", "nan"], "--temperature must be a finite number >= 0"),
+    (["train-teacher", "-o", "r", "--set", "temperature=-0.5"],
+     "temperature must be a finite number >= 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, tiny_run, tmp_path, capsys,
                                           monkeypatch):

@@ -122,6 +122,68 @@ def test_bad_text_is_one_line(voice, text, message):
         v.synthesize(text)
 
 
+def test_temperature_scales_the_initial_noise_of_the_ddim_methods(voice):
+    """At temperature T the DDIM methods equal core's DDIM run by hand from T times the seeded
+    prior draw; T = 0 no longer depends on the seed; ddpm-50 and regression ignore T."""
+    from polydiff.core.samplers import sample_ddim
+
+    v, _ = voice
+    toks = v.tokens("Hello world.")[0][1]
+    ids, stress, word = v.vocab.encode(toks)
+    mask = torch.ones((1, len(toks)), dtype=torch.bool)
+    out = v.acoustic(ids[None], stress[None], word[None], mask)
+    cond = out["cond"]
+    g = torch.Generator().manual_seed(5)
+    x = v.acoustic.process.prior_sample((1, v.acoustic.config.n_mels, cond.shape[-1]),
+                                        generator=g)
+    for method, net in (("teacher-4", v.acoustic.net), ("student-2", v.students[2])):
+        steps = int(method.split("-")[1])
+        for temp in (0.0, 0.5, 1.0):
+            ref = sample_ddim(v.acoustic.denoiser(net), temp * x, teacher_grid(steps),
+                              cond={"cond": cond}, disable=True)
+            ref = v.acoustic.denormalize_mel(ref[0].T)
+            got = v.mel(toks, method, seed=5, temperature=temp)[0]
+            torch.testing.assert_close(got, ref)
+        # temperature 1 is the plain sampler (the default of a voice without a setting)
+        torch.testing.assert_close(v.mel(toks, method, seed=5)[0],
+                                   v.mel(toks, method, seed=5, temperature=1.0)[0])
+        cold = [v.mel(toks, method, seed=s, temperature=0.0)[0] for s in (1, 2)]
+        torch.testing.assert_close(cold[0], cold[1])
+        warm = [v.mel(toks, method, seed=s, temperature=1.0)[0] for s in (1, 2)]
+        assert (warm[0] - warm[1]).abs().max() > 1e-4
+    for method in ("ddpm-50", "regression"):
+        torch.testing.assert_close(v.mel(toks, method, seed=5, temperature=0.0)[0],
+                                   v.mel(toks, method, seed=5, temperature=1.0)[0])
+
+
+def test_voice_default_temperature_and_bad_values(voice, tmp_path):
+    v, _ = voice
+    toks = v.tokens("Go home now.")[0][1]
+    w = Voice(v.acoustic, v.students, v.regression, v.vocoder, {"temperature": 0.25})
+    assert w.temperature == 0.25 and v.temperature == 1.0
+    torch.testing.assert_close(w.mel(toks, "student-2", seed=2)[0],
+                               v.mel(toks, "student-2", seed=2, temperature=0.25)[0])
+    w.save(tmp_path / "voice")
+    assert Voice.load(tmp_path / "voice").temperature == 0.25
+    for bad in (-0.5, float("nan"), float("inf"), "warm"):
+        with pytest.raises(ValueError, match="temperature must be"):
+            v.mel(toks, "student-2", temperature=bad)
+
+
+def test_tune_temperature_picks_the_lowest_validation_mcd(voice, corpus):
+    from polydiff.speech.prodiff.evaluate import tune_temperature
+
+    v, _ = voice
+    res = tune_temperature(v, corpus, grid=(0.0, 1.0), max_prompts=2)
+    s2 = [r for r in res["table"] if r["method"] == "student-2"]
+    assert [r["temperature"] for r in s2] == [0.0, 1.0]
+    assert {r["method"] for r in res["table"]} == {"student-2", "teacher-4"}
+    assert res["choice"] == min(s2, key=lambda r: r["mcd_db"])["temperature"]
+    assert all(r["vocoder"] == "griffin-lim" and r["prompts"] == 2 for r in res["table"])
+    with pytest.raises(ValueError, match="empty"):
+        tune_temperature(v, corpus, grid=())
+
+
 def test_voice_round_trip_in_float16(voice, tmp_path):
     v, _ = voice
     v.save(tmp_path / "voice", half=True)

@@ -93,6 +93,11 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_temperature(t: float | None) -> None:
+    if t is not None and not 0.0 <= t < float("inf"):
+        raise CLIError(f"--temperature must be a finite number >= 0, got {t}")
+
+
 def _check_settings(s: Any) -> None:
     from polydiff.speech.realspeech import SPEAKERS
 
@@ -112,6 +117,8 @@ def _check_settings(s: Any) -> None:
         if getattr(s, name) not in allowed:
             raise CLIError(f"{name} must be one of {', '.join(allowed)}, got "
                            f"{getattr(s, name)!r}")
+    if not 0.0 <= s.temperature < float("inf"):
+        raise CLIError(f"temperature must be a finite number >= 0, got {s.temperature}")
     from polydiff.speech.prodiff.text import resolve_voice
 
     resolve_voice(s.language)
@@ -168,6 +175,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
     if (args.text is None) == (args.file is None):
         raise CLIError("give either TEXT or --file (one of them)")
+    _check_temperature(args.temperature)
     if args.pace <= 0:
         raise CLIError(f"--pace must be > 0, got {args.pace}")
     out = Path(args.output)
@@ -195,13 +203,15 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         raise CLIError(f"this voice cannot run {args.method} (it has {', '.join(voice.methods())})")
     if vocoder not in voice.vocoders():
         raise CLIError(f"this voice has no {vocoder} vocoder")
+    temperature = voice.temperature if args.temperature is None else args.temperature
     if args.file is not None:
         out.mkdir(parents=True, exist_ok=True)
     done, failed = [], 0
     for text, path in jobs:
         try:
             tic = time.perf_counter()
-            syn = voice.synthesize(text, args.method, vocoder, seed=args.seed, pace=args.pace)
+            syn = voice.synthesize(text, args.method, vocoder, seed=args.seed, pace=args.pace,
+                                   temperature=temperature)
             write_audio(path, syn.wave, syn.sample_rate)
             secs = len(syn.wave) / syn.sample_rate
             done.append({"output": str(path), "seconds": round(secs, 3),
@@ -211,8 +221,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
                 raise
             failed += 1
             _say(f"error: {path.name}: {e}")
-    emit({"method": args.method, "vocoder": vocoder, "files": done, "failed": failed},
-         args.json)
+    emit({"method": args.method, "vocoder": vocoder, "temperature": temperature,
+          "files": done, "failed": failed}, args.json)
     return 2 if failed else 0
 
 
@@ -236,7 +246,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.max_prompts is not None and args.max_prompts < 1:
         raise CLIError(f"--max-prompts must be >= 1, got {args.max_prompts}")
+    _check_temperature(args.temperature)
     voice = load_voice(args.voice)
+    temperature = voice.temperature if args.temperature is None else args.temperature
     methods = args.methods or voice.methods()
     vocoders = args.vocoders or voice.vocoders()
     for m in methods:
@@ -247,8 +259,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise CLIError(f"this voice has no {v} vocoder")
     test = _heldout(voice, args.split)
     rows = evaluate_voice(voice, test, methods=methods, vocoders=vocoders,
-                          max_prompts=args.max_prompts, threads=args.threads or 2)
+                          max_prompts=args.max_prompts, threads=args.threads or 2,
+                          temperature=temperature)
     res = {"split": args.split, "prompts": len({r["prompt"] for r in rows}),
+           "temperature": temperature,
            "results": summarize(rows)}
     if args.output:
         atomic_write(args.output, json.dumps(res, indent=2) + "\n")

@@ -42,6 +42,13 @@ def _voice(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
 
 
+def _temperature(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperature", type=float, metavar="T",
+                   help="sampling temperature of the DDIM methods (teacher-4, students): the "
+                   "scale of their initial noise, >= 0; 1 is the plain sampler, 0 a "
+                   "deterministic start from zero (default: the voice's, see voice.json)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``prodiff`` and its verbs."""
     parser = argparse.ArgumentParser(
@@ -107,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pace", type=float, default=1.0, metavar="X",
                    help="duration scale, >1 slower (default 1)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (0)")
+    _temperature(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     p = sub.add_parser("evaluate", help="score a voice on held-out recordings",
@@ -121,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prompts", type=int, metavar="N", help="score at most N prompts")
     p.add_argument("--split", choices=("test", "valid"), default="test",
                    help="held-out split (default: test)")
+    _temperature(p)
     p.add_argument("-o", "--output", metavar="FILE", help="also write the JSON result here")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 

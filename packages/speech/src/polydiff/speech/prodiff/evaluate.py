@@ -29,16 +29,21 @@ from polydiff.speech.prodiff.data import Corpus
 from polydiff.speech.prodiff.features import compare_dtw
 from polydiff.speech.prodiff.synth import Voice
 
-__all__ = ["evaluate_voice", "summarize"]
+__all__ = ["TEMPERATURE_GRID", "evaluate_voice", "summarize", "tune_temperature"]
+
+#: The sampling temperatures :func:`tune_temperature` tries by default.
+TEMPERATURE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 @torch.no_grad()
 def evaluate_voice(voice: Voice, test: Corpus, *, methods: Sequence[str] | None = None,
                    vocoders: Sequence[str] | None = None, max_prompts: int | None = None,
-                   threads: int | None = 2, seed: int = 0, progress: bool = False
-                   ) -> list[dict[str, Any]]:
+                   threads: int | None = 2, seed: int = 0, progress: bool = False,
+                   temperature: float | None = None) -> list[dict[str, Any]]:
     """Per-prompt rows ``{prompt, method, vocoder, mcd_db, f0_rmse_cents, vde, dur_err_pct,
-    phone_dur_mae_ms, seconds, acoustic_s, vocoder_s}`` (module docstring)."""
+    phone_dur_mae_ms, seconds, acoustic_s, vocoder_s}`` (module docstring); ``temperature``:
+    the DDIM methods' sampling temperature (:class:`~polydiff.speech.prodiff.synth.Voice`;
+    default the voice's)."""
     from polydiff.core.utils import progress as bar
 
     methods = list(methods or voice.methods())
@@ -58,7 +63,7 @@ def evaluate_voice(voice: Voice, test: Corpus, *, methods: Sequence[str] | None 
             for method in methods:
                 t0 = time.perf_counter()
                 lm, dur = voice.mel_ids(item["ids"], item["stress"], item["word_start"],
-                                        method, seed=seed + k)
+                                        method, seed=seed + k, temperature=temperature)
                 t_ac = time.perf_counter() - t0
                 dur = dur.cpu()
                 for voc in vocoders:
@@ -101,3 +106,25 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                     "speed_x": 1.0 / rtf if rtf > 0 else float("inf"),
                     "acoustic_speed_x": 1.0 / rtf_ac if rtf_ac > 0 else float("inf")})
     return out
+
+
+def tune_temperature(voice: Voice, valid: Corpus, *, grid: Sequence[float] = TEMPERATURE_GRID,
+                     method: str = "student-2", vocoder: str = "griffin-lim",
+                     also: Sequence[str] = ("teacher-4",), max_prompts: int | None = None,
+                     threads: int | None = 1) -> dict[str, Any]:
+    """Choose ``method``'s sampling temperature on *validation* prompts ``valid``: the value of
+    ``grid`` with the lowest mean MCD through ``vocoder`` (ties: the first). ``also``: methods
+    scored on the same grid for reference only. Returns ``{"choice", "method", "vocoder",
+    "table": [summary row + "temperature", ...]}``."""
+    if not grid:
+        raise ValueError("empty temperature grid")
+    methods = [method] + [m for m in also if m != method and m in voice.methods()]
+    table = []
+    for temp in grid:
+        rows = evaluate_voice(voice, valid, methods=methods, vocoders=[vocoder],
+                              max_prompts=max_prompts, threads=threads, temperature=temp)
+        table += [{"temperature": float(temp), **r} for r in summarize(rows)]
+    scored = [r for r in table if r["method"] == method]
+    best = min(scored, key=lambda r: r["mcd_db"])
+    return {"choice": best["temperature"], "method": method, "vocoder": vocoder,
+            "table": table}

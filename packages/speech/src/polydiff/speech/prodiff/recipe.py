@@ -45,7 +45,9 @@ class VoiceSettings:
     of each distillation round and of the vocoder; ``batch_size``; learning rates. The
     teacher's training times (``teacher_times``, :data:`~polydiff.speech.prodiff.train.
     TEACHER_TIMES`) and the distillation weighting (``distill_weighting``, core's
-    :data:`~polydiff.core.distill.DISTILL_WEIGHTINGS`)."""
+    :data:`~polydiff.core.distill.DISTILL_WEIGHTINGS`). ``temperature``: the voice's default
+    sampling temperature (:class:`~polydiff.speech.prodiff.synth.Voice`; written to
+    ``voice.json``; 1 is the plain sampler)."""
 
     speaker: str = DEFAULT_SPEAKER[0]
     language: str = DEFAULT_SPEAKER[1]
@@ -79,6 +81,7 @@ class VoiceSettings:
     device: str = "cpu"
     baseline: bool = True
     vocoder: bool = True
+    temperature: float = 1.0
 
     def corpus_key(self) -> str:
         keys = ("speaker", "language", "ljspeech", "formant_utterances", "max_seconds")
@@ -249,7 +252,7 @@ def distill_stage(settings: VoiceSettings, run: str | os.PathLike[str], *,
         if (run / "vocoder" / "model" / "config.json").is_file() else None
     info = {"speaker": settings.speaker, "language": teacher.config.language,
             "test_prompts": split["test"], "valid_prompts": split["valid"],
-            "settings": dataclasses.asdict(settings)}
+            "settings": dataclasses.asdict(settings), "temperature": settings.temperature}
     voice = Voice(teacher, {k: v.cpu() for k, v in students.items()}, reg, voc, info)
     return voice.save(run / "voice")
 

@@ -12,6 +12,15 @@ teacher network) and ``regression`` (one pass of the regression decoder). Vocode
 ``griffin-lim`` (always available) and ``diffusion`` (:class:`~polydiff.speech.prodiff.model.
 DiffVocoder`). Text is synthesised a sentence at a time and joined, so there is no cap on
 its length.
+
+Sampling temperature: the DDIM methods (``teacher-4``, ``student-2``, ``student-1``; core's
+:func:`~polydiff.core.samplers.sample_ddim` with ``eta = 0``, deterministic given its start)
+start from ``temperature`` times a draw of the prior ``N(0, I)``. ``1`` is the plain sampler;
+``0`` starts every prompt from zero, so the first step's ``x0`` estimate is the network's
+conditional-mean-like prediction and the result no longer depends on the seed. The default of
+a voice is ``voice.json``'s ``temperature`` (``1`` when absent; the starter voice's is chosen
+on its validation prompts). ``ddpm-50`` (ancestral: fresh noise at every step) and
+``regression`` ignore it.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from polydiff.speech.prodiff.model import DiffVocoder, ProDiffAcoustic
 from polydiff.speech.prodiff.text import TextFrontEnd, Token
 from polydiff.speech.prodiff.train import teacher_grid
 
-__all__ = ["METHODS", "VOCODERS", "Synthesis", "Voice"]
+__all__ = ["METHODS", "VOCODERS", "Synthesis", "Voice", "check_temperature"]
 
 METHODS = ("student-2", "student-1", "teacher-4", "ddpm-50", "regression")
 VOCODERS = ("griffin-lim", "diffusion")
@@ -78,6 +87,11 @@ class Voice:
         if self.regression is not None:
             out.append("regression")
         return out
+
+    @property
+    def temperature(self) -> float:
+        """The voice's default sampling temperature (``voice.json``; 1 when absent)."""
+        return check_temperature(self.info.get("temperature", 1.0))
 
     def vocoders(self) -> list[str]:
         return ["griffin-lim"] + (["diffusion"] if self.vocoder is not None else [])
@@ -137,23 +151,26 @@ class Voice:
 
     @torch.no_grad()
     def mel(self, tokens: list[Token], method: str = "student-2", *, seed: int = 0,
-            pace: float = 1.0, durations: Tensor | None = None) -> tuple[Tensor, Tensor]:
+            pace: float = 1.0, durations: Tensor | None = None,
+            temperature: float | None = None) -> tuple[Tensor, Tensor]:
         """``(log-mel (T, n_mels), durations (N,))`` of one token sequence by ``method``;
-        ``durations`` (frames per token) replace the predicted ones when given."""
+        ``durations`` (frames per token) replace the predicted ones when given;
+        ``temperature`` (module docstring) defaults to the voice's."""
         ids, stress, word = self.vocab.encode(tokens)
         return self.mel_ids(ids, stress, word, method, seed=seed, pace=pace,
-                            durations=durations)
+                            durations=durations, temperature=temperature)
 
     @torch.no_grad()
     def mel_ids(self, ids: Tensor, stress: Tensor, word: Tensor, method: str = "student-2", *,
-                seed: int = 0, pace: float = 1.0, durations: Tensor | None = None
-                ) -> tuple[Tensor, Tensor]:
+                seed: int = 0, pace: float = 1.0, durations: Tensor | None = None,
+                temperature: float | None = None) -> tuple[Tensor, Tensor]:
         """:meth:`mel` from encoded tokens (``(N,)`` ids, stress, word starts)."""
         from polydiff.core.grids import time_grid
         from polydiff.core.samplers import sample_ddim, sample_ddpm
 
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        temp = self.temperature if temperature is None else check_temperature(temperature)
         dev = self.acoustic.mel_mean.device
         ids, stress, word = ids[None].to(dev), stress[None].to(dev), word[None].to(dev)
         mask = torch.ones_like(ids, dtype=torch.bool)
@@ -179,6 +196,7 @@ class Voice:
                                   disable=True)
             else:
                 net: nn.Module = model.net
+                x = x * temp  # the same draw at every temperature (seeded above)
                 if method.startswith("student"):
                     if steps not in self.students:
                         raise ValueError(f"this voice has no {steps}-step student")
@@ -202,16 +220,29 @@ class Voice:
         raise ValueError(f"unknown vocoder {vocoder!r}; choose from {', '.join(VOCODERS)}")
 
     def synthesize(self, text: str, method: str = "student-2", vocoder: str = "griffin-lim",
-                   *, seed: int = 0, pace: float = 1.0) -> Synthesis:
-        """Speak ``text`` (every sentence in turn, joined)."""
+                   *, seed: int = 0, pace: float = 1.0, temperature: float | None = None
+                   ) -> Synthesis:
+        """Speak ``text`` (every sentence in turn, joined); ``temperature`` defaults to the
+        voice's."""
         mels, waves, durs = [], [], []
         for k, (_, toks) in enumerate(self.tokens(text)):
-            lm, d = self.mel(toks, method, seed=seed + k, pace=pace)
+            lm, d = self.mel(toks, method, seed=seed + k, pace=pace, temperature=temperature)
             mels.append(lm)
             durs.append(d)
             waves.append(self.vocode(lm, vocoder, seed=seed + k))
         return Synthesis(torch.cat(mels), np.concatenate(waves).astype(np.float32),
                          torch.cat(durs), self.sample_rate)
+
+
+def check_temperature(value: Any) -> float:
+    """``value`` as a sampling temperature: a finite number >= 0 (one-line error otherwise)."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature must be a number >= 0, got {value!r}") from None
+    if not (t >= 0.0 and t < float("inf")):
+        raise ValueError(f"temperature must be a finite number >= 0, got {value!r}")
+    return t
 
 
 def copy_half(model: nn.Module) -> nn.Module:
