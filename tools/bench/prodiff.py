@@ -74,6 +74,15 @@ def targets(summary: list[dict], default_vocoder: str) -> dict:
     return out
 
 
+def default_machine() -> str:
+    import os
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()}-core CPU, {gpu}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--voice", help="voice folder (default: the prodiff app's starter voice)")
@@ -91,11 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--export-corpus", metavar="DIR",
                     help="only write the (compact) corpus of the recipe's settings into the "
                     "cache layout under DIR (for a machine without network: POLYDIFF_CACHE=DIR)")
+    ap.add_argument("--machine", help="describe the machine in the JSON (default: the "
+                    "architecture, CPU count and GPU found)")
     ap.add_argument("--json", action="store_true", help="print the JSON result")
     ap.add_argument("--out", help="also write the JSON result here")
     args = ap.parse_args(argv)
 
-    import torch
 
     from polydiff.apps.prodiff.commands import _heldout, load_voice
     from polydiff.core.cli import load_config
@@ -141,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     default_voc = voice.info.get("default_vocoder", "griffin-lim")
     result = {
         "bench": "prodiff", "budget": args.budget,
-        "machine": f"{platform.machine()} {platform.processor() or ''} "
-                   f"({torch.get_num_threads()} torch threads available); shared CPU".strip(),
+        "machine": args.machine or default_machine(),
         "voice": str(voice_dir or "starter voice"), "speaker": voice.info.get("speaker"),
         "language": voice.acoustic.config.language,
         "prompts": len({r["prompt"] for r in rows}), "threads": args.threads,

@@ -118,6 +118,12 @@ def test_train_distill_synthesize_evaluate_bench(tiny_run, tmp_path, capsys):
                              "--json"], capsys)
     assert code == 0, err
     assert len(json.loads(stdout)["results"]) == 10  # 5 methods x 2 vocoders
+    code, stdout, err = run(["bench", "--voice", voice, "--sentences", "1", "--repeats", "1",
+                             "--methods", "student-2", "--vocoders", "griffin-lim", "--json"],
+                            capsys)
+    assert code == 0, err
+    assert [(r["method"], r["vocoder"]) for r in json.loads(stdout)["results"]] == \
+        [("student-2", "griffin-lim")]
 
 
 def test_lines_file_to_folder_with_one_bad_line(tiny_run, tmp_path, capsys):

@@ -279,11 +279,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.sentences < 1 or args.repeats < 1:
         raise CLIError("--sentences and --repeats must be >= 1")
     voice = load_voice(args.voice)
+    methods = args.methods or voice.methods()
+    vocoders = args.vocoders or voice.vocoders()
+    for m in methods:
+        if m not in voice.methods():
+            raise CLIError(f"this voice cannot run {m}")
+    for v in vocoders:
+        if v not in voice.vocoders():
+            raise CLIError(f"this voice has no {v} vocoder")
     torch.set_num_threads(args.threads or 2)
     test = _heldout(voice, "test")
     items = test.items[: args.sentences]
     rows = []
-    for method in voice.methods():
+    for method in methods:
         mels, t_ac, c_ac = [], [], []
         for _ in range(args.repeats):
             tic, cpu = time.perf_counter(), time.process_time()
@@ -293,7 +301,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             c_ac.append(time.process_time() - cpu)
         secs = sum(m.shape[0] for m in mels) / voice.mel_config.frames_per_second
         ac, ac_cpu = statistics.median(t_ac), statistics.median(c_ac)
-        for voc in voice.vocoders():
+        for voc in vocoders:
             t_v, c_v = [], []
             for _ in range(args.repeats):
                 tic, cpu = time.perf_counter(), time.process_time()
@@ -306,7 +314,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          "acoustic_speed_x": round(secs / ac, 1),
                          "speed_x": round(secs / (ac + v), 1),
                          "cpu_speed_x": round(secs / (ac_cpu + v_cpu), 1)})
-    res = {"threads": torch.get_num_threads(), "sentences": len(items), "results": rows}
+    res = {"threads": torch.get_num_threads(), "sentences": len(items),
+           "temperature": voice.temperature, "results": rows}
     if args.output:
         atomic_write(args.output, json.dumps(res, indent=2) + "\n")
     emit(res, args.json)

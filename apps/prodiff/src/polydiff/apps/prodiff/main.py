@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "--repeats; speed_x from wall time, cpu_speed_x from the process's CPU "
                        "time, which a shared machine does not inflate).")
     _voice(p)
+    p.add_argument("--methods", type=_csv(METHODS), metavar="M,M",
+                   help="methods (default: all the voice has)")
+    p.add_argument("--vocoders", type=_csv(VOCODERS), metavar="V,V",
+                   help="vocoders (default: all the voice has)")
     p.add_argument("--sentences", type=int, default=8, metavar="N",
                    help="sentences to time (default 8)")
     p.add_argument("--repeats", type=int, default=3, metavar="R", help="timing repeats (3)")
