@@ -198,6 +198,7 @@ def _sample_steps(args: argparse.Namespace, model: Any) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     _positive("--num", args.num)
+    _positive("--sample-steps", args.sample_steps)
     digits = args.digit if args.digit else list(range(10))
     bad = [d for d in digits if not 0 <= d <= 9]
     if bad:
@@ -252,6 +253,7 @@ def _write_samples(out: Path, tokens: Any, labels: Any, model: Any, per: int) ->
 # ----------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _positive("--limit", args.limit)
+    _positive("--sample-steps", args.sample_steps)
     model = load_model(args.model)
     steps = _sample_steps(args, model)
     if model.meta.get("task", "digits") != "digits":
