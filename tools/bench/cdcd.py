@@ -72,7 +72,7 @@ def run_method(name: str, seed: int, args: argparse.Namespace, splits: Any, judg
         net = copy.deepcopy(trainer.model)
         if trainer.ema is not None:
             trainer.ema.copy_to(net)
-        model = CDCDModel(cfg, net.cpu()).eval()
+        model = CDCDModel(cfg, net).eval()
         sc = score_digits(model, splits.test, judge, steps=args.sample_steps, seed=1000 + seed)
         curve.append({"step": trainer.step, **{k: sc[k] for k in
                                                ("accuracy", "nn_distance", "level_tv")}})
@@ -81,7 +81,7 @@ def run_method(name: str, seed: int, args: argparse.Namespace, splits: Any, judg
     c0 = time.process_time()
     with tempfile.TemporaryDirectory(prefix="cdcd-bench-") as tmp:
         train_cdcd(splits.train, tmp, cfg, s, seed=seed, resume=False, callbacks=[callback],
-                   ckpt_every=args.steps)
+                   ckpt_every=args.steps, device=args.device)
     cpu = time.process_time() - c0 - eval_cpu[0]
     return {"method": name, "seed": seed, "curve": curve, "train_cpu_seconds": round(cpu, 2)}
 
@@ -117,47 +117,81 @@ def summarise(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=600, help="training steps per run")
-    p.add_argument("--evals", type=int, default=4, help="evaluation points per run")
+    p.add_argument("--steps", type=int, default=400, help="training steps per run")
+    p.add_argument("--evals", type=int, default=2, help="evaluation points per run")
     p.add_argument("--sample-steps", type=int, default=25, help="sampler steps")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=["vanilla", "step-inter", "sample-inter"],
+                   choices=list(METHODS), help="default: vanilla step-inter sample-inter "
+                   "(step-intra is cut from the CPU budget)")
+    p.add_argument("--budget", choices=("cpu", "gpu"), default="cpu",
+                   help="gpu: 2000 steps, 5 seeds, every method, on cuda (one device call; "
+                   "flags given explicitly still win)")
+    p.add_argument("--device", default=None, help="training device (default: cpu)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     args = p.parse_args(argv)
+    if args.budget == "gpu":
+        given = set(argv if argv is not None else sys.argv[1:])
+        if "--steps" not in given:
+            args.steps = 2000
+        if "--evals" not in given:
+            args.evals = 5
+        if "--seeds" not in given:
+            args.seeds = [0, 1, 2, 3, 4]
+        if "--methods" not in given:
+            args.methods = list(METHODS)
+    args.device = args.device or ("cuda" if args.budget == "gpu" else "cpu")
     if "vanilla" not in args.methods:
         p.error("the methods must include vanilla (the baseline)")
     torch.set_num_threads(1)
     from polydiff.multimodal.cdcd.data import load_digit_tokens
-    from polydiff.multimodal.cdcd.evaluation import DigitJudge, nn_distance
+    from polydiff.multimodal.cdcd.evaluation import DigitJudge
 
     splits = load_digit_tokens()
     judge = DigitJudge.fit(splits.train, splits.num_tokens)
     tic, c0 = time.perf_counter(), time.process_time()
-    runs = []
-    for seed in args.seeds:
+    runs: list[dict[str, Any]] = []
+    result: dict[str, Any] = {}
+    for i, seed in enumerate(args.seeds):
         for m in args.methods:
             runs.append(run_method(m, seed, args, splits, judge))
             last = runs[-1]["curve"][-1]
             print(f"# {m} seed {seed}: accuracy {last['accuracy']:.3f} "
                   f"({runs[-1]['train_cpu_seconds']:.0f} s train CPU)", file=sys.stderr)
-    result = {
+        result = _result(args, splits, judge, runs, tic, c0)
+        result["complete"] = i == len(args.seeds) - 1
+        if args.out:  # after every seed: a partial file says what it covers
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+    _report(result, args)
+    return 0
+
+
+def _result(args: argparse.Namespace, splits: Any, judge: Any, runs: list[dict[str, Any]],
+            tic: float, c0: float) -> dict[str, Any]:
+    from polydiff.multimodal.cdcd.evaluation import nn_distance
+
+    seeds = sorted({r["seed"] for r in runs})
+    return {
         "benchmark": "cdcd", "task": "class-conditional 8x8 digit tokens (4 grey levels)",
-        "machine": "2-core shared CPU, no GPU", "python": platform.python_version(),
+        "machine": ("2-core shared CPU, no GPU" if args.device == "cpu"
+                    else torch.cuda.get_device_name() if torch.cuda.is_available()
+                    else args.device), "python": platform.python_version(),
         "torch": torch.__version__, "settings": {k: (str(v) if isinstance(v, Path) else v)
                                                  for k, v in vars(args).items()},
         "test_digits": len(splits.test),
         "real_test_accuracy": judge.accuracy(splits.test.tokens, splits.test.labels),
         "real_train_nn_distance": nn_distance(splits.train.tokens, splits.train.labels,
                                               splits.test, splits.num_tokens),
-        "summary": summarise(runs, args.seeds), "runs": runs,
+        "seeds_done": seeds, "summary": summarise(runs, seeds), "runs": runs,
         "wall_seconds": round(time.perf_counter() - tic, 1),
         "cpu_seconds": round(time.process_time() - c0, 1),
     }
+
+
+def _report(result: dict[str, Any], args: argparse.Namespace) -> None:
     text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
     if args.json:
         print(text)
     else:
@@ -171,7 +205,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"{v['train_cpu_seconds']:6.0f}")
         print(f"real test digits: accuracy {result['real_test_accuracy']:.3f}, nn distance "
               f"{result['real_train_nn_distance']:.3f}")
-    return 0
 
 
 if __name__ == "__main__":
