@@ -66,7 +66,7 @@ def test_sample_and_evaluate(run_dir, tmp_path, capsys):
     (["sample", "-n", "0"], "--num must be >= 1"),
     (["sample", "--model", "/nonexistent/model"], "does not exist"),
     (["evaluate", "--sample-steps", "0"], "--sample-steps must be >= 1"),
-    (["train", "--task", "music", "-o", "OUT"], "not available"),
+    (["train", "--task", "music", "--set", "chorales=2", "-o", "OUT"], "chorales must be >= 3"),
     (["train", "--steps", "0", "-o", "OUT"], "steps must be >= 1"),
     (["train", "--set", "chunks=7", "-o", "OUT"], "chunks must divide"),
     (["train", "--set", "lr=-1", "-o", "OUT"], "lr must be > 0"),
@@ -111,3 +111,28 @@ def test_not_a_model_folder(tmp_path, capsys):
 
 def test_readme_paths_exist() -> None:
     assert (Path(__file__).resolve().parents[1] / "README.md").is_file()
+
+
+def test_music_train_sample_evaluate(tmp_path, capsys):
+    """Rhythm-conditioned melodies from 6 chorales: train a few steps, write MIDI for held-out
+    rhythm tracks, score beat hit and coverage."""
+    out = tmp_path / "music"
+    assert main(["train", "--task", "music", "-o", str(out), "--steps", "3", "--batch-size",
+                 "8", "--variant", "step", "--negatives", "intra", "--json", *TINY,
+                 "chorales=6"]) == 0
+    capsys.readouterr()
+    meta = json.loads((out / "model" / "cdcd.json").read_text())
+    assert meta["config"]["cond_vocab"] == 3 and meta["meta"]["task"] == "music"
+    code, o, _ = run(["sample", "--model", out, "-n", 2, "--sample-steps", 3,
+                      "-o", tmp_path / "mid", "--json"], capsys)
+    assert code == 0
+    res = json.loads(o)
+    mids = sorted((tmp_path / "mid").glob("*.mid"))
+    assert len(mids) == 2 and all(m.read_bytes()[:4] == b"MThd" for m in mids)
+    assert 0.0 <= res["beat_hit"] <= 1.0 and res["beat_coverage"] >= 0.0
+    code, o, _ = run(["evaluate", "--model", out, "--limit", 4, "--sample-steps", 3,
+                      "--json"], capsys)
+    assert code == 0 and json.loads(o)["scores"]["melodies"] == 4
+    code, _, err = run(["sample", "--model", out, "--digit", 1, "--sample-steps", 3,
+                        "-o", tmp_path / "x"], capsys)
+    assert code == 2 and "--digit is for digit models" in err

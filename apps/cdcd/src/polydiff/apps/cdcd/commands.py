@@ -40,6 +40,7 @@ class TrainSettings:
     aux_weight: float = 1.0
     ema_decay: float = 0.99
     levels: int = 4
+    chorales: int = 120
     num_steps: int = 50
     hidden_size: int = 32
     depth: int = 2
@@ -86,16 +87,18 @@ def _train_settings(args: argparse.Namespace) -> TrainSettings:
     for key, value in flags.items():
         if value is not None:
             setattr(s, key, value)
-    if s.task != "digits":
-        raise CLIError(f"--task {s.task} is not available in this release (only digits); "
-                       "see the package README")
+    if s.task not in ("digits", "music"):
+        raise CLIError(f"task must be digits or music, got {s.task!r}")
     for name in ("steps", "batch_size", "num_negatives", "num_steps", "hidden_size", "depth",
                  "num_heads"):
         _positive(name.replace("_", "-"), getattr(s, name))
     _positive("levels", s.levels, 2)
+    _positive("chorales", s.chorales, 3)
     _positive("chunks", s.chunks, 2)
-    if 64 % s.chunks:
-        raise CLIError(f"chunks must divide the 64 tokens of a digit, got {s.chunks}")
+    length = 64 if s.task == "digits" else 32
+    if length % s.chunks:
+        raise CLIError(f"chunks must divide the {length} tokens of a {s.task} sample, got "
+                       f"{s.chunks}")
     if s.hidden_size % s.num_heads:
         raise CLIError("hidden_size must be divisible by num_heads")
     for name in ("lr", "temperature"):
@@ -152,9 +155,18 @@ def _train(args: argparse.Namespace, s: TrainSettings, out: Path) -> int:
     from polydiff.multimodal.cdcd import CDCDConfig, load_digit_tokens, train_cdcd
     from polydiff.multimodal.cdcd import TrainSettings as LibSettings
 
-    splits = load_digit_tokens(levels=s.levels)
-    cfg = CDCDConfig(num_tokens=s.levels, seq_len=64, num_labels=10, num_steps=s.num_steps,
-                     hidden_size=s.hidden_size, depth=s.depth, num_heads=s.num_heads)
+    if s.task == "music":
+        from polydiff.multimodal.cdcd.music import load_chorale_melodies
+
+        splits = load_chorale_melodies(limit=s.chorales)
+        cfg = CDCDConfig(num_tokens=splits.num_tokens, seq_len=32, num_labels=0, cond_vocab=3,
+                         num_steps=s.num_steps, hidden_size=s.hidden_size, depth=s.depth,
+                         num_heads=s.num_heads)
+    else:
+        splits = load_digit_tokens(levels=s.levels)
+        cfg = CDCDConfig(num_tokens=s.levels, seq_len=64, num_labels=10,
+                         num_steps=s.num_steps, hidden_size=s.hidden_size, depth=s.depth,
+                         num_heads=s.num_heads)
     ls = LibSettings(steps=s.steps, batch_size=s.batch_size, lr=s.lr, aux_weight=s.aux_weight,
                      ema_decay=s.ema_decay or None, contrastive=_contrastive(s))
     save_config(s, out / TRAIN_FILE)  # before training: what --resume of a killed run reads
@@ -162,6 +174,7 @@ def _train(args: argparse.Namespace, s: TrainSettings, out: Path) -> int:
     model = train_cdcd(splits.train, out, cfg, ls, seed=s.seed, progress=not args.json,
                        resume=args.resume, device=s.device,
                        meta={"task": s.task, "levels": s.levels, "split_seed": 0,
+                             "chorales": s.chorales,
                              "variant": s.variant, "negatives": s.negatives})
     model.save(out / "model")
     figures = _loss_curve(out)
@@ -207,6 +220,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _output_dir(out)
     model = load_model(args.model)
     steps = _sample_steps(args, model)
+    if model.meta.get("task") == "music":
+        if args.digit:
+            raise CLIError("--digit is for digit models; a music model writes melodies for "
+                           "held-out rhythm tracks")
+        return _sample_music(args, model, steps, out)
     import numpy as np
     import torch
 
@@ -250,15 +268,59 @@ def _write_samples(out: Path, tokens: Any, labels: Any, model: Any, per: int) ->
     return files
 
 
+def _sample_music(args: argparse.Namespace, model: Any, steps: int, out: Path) -> int:
+    import numpy as np
+    import torch
+
+    from polydiff.core.utils import atomic_write
+    from polydiff.multimodal.cdcd.music import beat_scores, load_chorale_melodies, write_midi
+
+    test = load_chorale_melodies(limit=int(model.meta.get("chorales", 120))).test
+    n = min(args.num, len(test))
+    rhythm = torch.as_tensor(test.cond[:n])
+    tic = time.perf_counter()
+    tokens = model.generate(n, cond=rhythm, steps=steps, seed=args.seed).numpy()
+    seconds = time.perf_counter() - tic
+    out.mkdir(parents=True, exist_ok=True)
+    files = [write_midi(t, out / f"melody_{i:03d}.mid") for i, t in enumerate(tokens)]
+    record = {"samples": [{"midi": f.name, "tokens": t.tolist(), "rhythm": r.tolist()}
+                          for f, t, r in zip(files, tokens, test.cond[:n])]}
+    files.append(atomic_write(out / "samples.json", json.dumps(record) + "\n"))
+    emit({"output": str(out), "task": "music", "num": n, "sample_steps": steps,
+          "seconds": round(seconds, 2), "files": [str(f) for f in files],
+          **beat_scores(tokens, np.asarray(test.cond[:n]))}, args.json)
+    return 0
+
+
 # ----------------------------------------------------------------------------- evaluate
+def _evaluate_music(args: argparse.Namespace, model: Any, steps: int) -> int:
+    import numpy as np
+    import torch
+
+    from polydiff.multimodal.cdcd.music import beat_scores, load_chorale_melodies, pitch_class_tv
+
+    data = getattr(load_chorale_melodies(limit=int(model.meta.get("chorales", 120))),
+                   args.split)
+    if args.limit:
+        data = data.subset(np.arange(min(args.limit, len(data))))
+    tic = time.perf_counter()
+    tokens = model.generate(len(data), cond=torch.as_tensor(data.cond), steps=steps,
+                            seed=args.seed).numpy()
+    scores = beat_scores(tokens, data.cond) | {
+        "pitch_class_tv": pitch_class_tv(tokens, data.tokens), "melodies": len(data),
+        "steps": steps}
+    emit({"split": args.split, "task": "music", "variant": model.meta.get("variant"),
+          "scores": scores, "seconds": round(time.perf_counter() - tic, 2)}, args.json)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _positive("--limit", args.limit)
     _positive("--sample-steps", args.sample_steps)
     model = load_model(args.model)
     steps = _sample_steps(args, model)
-    if model.meta.get("task", "digits") != "digits":
-        raise CLIError("evaluate scores digit models; this one was trained on "
-                       + str(model.meta.get("task")))
+    if model.meta.get("task") == "music":
+        return _evaluate_music(args, model, steps)
     import numpy as np
 
     from polydiff.multimodal.cdcd import DigitJudge, load_digit_tokens, score_digits

@@ -33,8 +33,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                        "folder), OUT/train.toml, the engine's stats.jsonl / checkpoints and "
                        "a loss curve.")
     p.add_argument("--task", choices=("digits", "music"), default="digits",
-                   help="digits (class -> digit tokens) or music (rhythm -> melody; not "
-                   "shipped yet) (default: %(default)s)")
+                   help="digits (class -> digit tokens) or music (rhythm track -> melody, Bach "
+                   "chorale sopranos from music21's corpus) (default: %(default)s)")
     p.add_argument("-o", "--output", metavar="OUT", required=True, help="run folder")
     p.add_argument("--variant", choices=("vanilla", "step", "sample"), default=None,
                    help="vanilla (L_vb + aux L_x0), step (step-wise parallel contrastive "
@@ -62,9 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _train_parser(sub)
 
-    p = sub.add_parser("sample", help="generate digits of given classes",
-                       description="Generate -n digits per --digit; writes OUT/samples.png, "
-                       "OUT/samples.json (tokens per digit) and one PNG per digit.")
+    p = sub.add_parser("sample", help="generate digits of given classes (or melodies)",
+                       description="Digit models: generate -n digits per --digit; writes "
+                       "OUT/samples.png, OUT/samples.json (tokens per digit) and one PNG per "
+                       "digit. Music models: one melody (MIDI) for each of the first -n "
+                       "held-out rhythm tracks, with beat hit and coverage.")
     p.add_argument("--digit", type=int, action="append", metavar="D",
                    help="class 0-9 to generate; repeat for several (default: 0..9)")
     p.add_argument("-n", "--num", type=int, default=4, metavar="N",
@@ -77,11 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    p = sub.add_parser("evaluate", help="score a model on held-out digits",
+    p = sub.add_parser("evaluate", help="score a model on held-out digits (or rhythms)",
                        description="One generated digit per held-out label: accuracy of a "
                        "digit classifier trained on real digits (correspondence), distance "
                        "to the nearest real digit and grey-level histogram distance "
-                       "(quality).")
+                       "(quality). Music models: beat hit and coverage of melodies written "
+                       "for held-out rhythm tracks, pitch-class histogram distance.")
     p.add_argument("--model", metavar="DIR", help=_MODEL_HELP)
     p.add_argument("--split", choices=("val", "test"), default="test",
                    help="held-out split (default: %(default)s)")
