@@ -276,6 +276,7 @@ def _sample_music(args: argparse.Namespace, model: Any, steps: int, out: Path) -
     from polydiff.multimodal.cdcd.music import beat_scores, load_chorale_melodies, write_midi
 
     test = load_chorale_melodies(limit=int(model.meta.get("chorales", 120))).test
+    assert test.cond is not None  # melodies carry their rhythm track
     n = min(args.num, len(test))
     rhythm = torch.as_tensor(test.cond[:n])
     tic = time.perf_counter()

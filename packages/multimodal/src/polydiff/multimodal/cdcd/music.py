@@ -13,6 +13,7 @@ Chorales are split by piece (train / val / test never share a chorale).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,7 +104,8 @@ def load_chorale_melodies(*, limit: int = 120, length: int = 32, stride: int = 1
         if cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.savez_compressed(f, **{str(i): w for i, w in enumerate(pieces)})
+                arrays: dict[str, Any] = {str(i): w for i, w in enumerate(pieces)}
+                np.savez_compressed(f, **arrays)
     if len(pieces) < 3:
         raise ValueError("too few chorales could be read")
     order = np.random.default_rng(seed).permutation(len(pieces))
@@ -146,7 +148,7 @@ def write_midi(tokens: np.ndarray, path: str | Path, *, bpm: float = 90.0) -> Pa
 
     from polydiff.core.utils import atomic_path
 
-    s = stream.Stream()
+    s: Any = stream.Stream()
     s.append(tempo.MetronomeMark(number=bpm))
     toks = [int(t) for t in np.asarray(tokens).ravel()]
     i = 0
