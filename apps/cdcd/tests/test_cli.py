@@ -113,9 +113,10 @@ def test_readme_paths_exist() -> None:
     assert (Path(__file__).resolve().parents[1] / "README.md").is_file()
 
 
-def test_music_train_sample_evaluate(tmp_path, capsys):
+def test_music_train_sample_evaluate(tmp_path, capsys, monkeypatch):
     """Rhythm-conditioned melodies from 6 chorales: train a few steps, write MIDI for held-out
     rhythm tracks, score beat hit and coverage."""
+    monkeypatch.setenv("POLYDIFF_CACHE", str(tmp_path / "cache"))  # parsed chorales go here
     out = tmp_path / "music"
     assert main(["train", "--task", "music", "-o", str(out), "--steps", "3", "--batch-size",
                  "8", "--variant", "step", "--negatives", "intra", "--json", *TINY,
@@ -136,3 +137,4 @@ def test_music_train_sample_evaluate(tmp_path, capsys):
     code, _, err = run(["sample", "--model", out, "--digit", 1, "--sample-steps", 3,
                         "-o", tmp_path / "x"], capsys)
     assert code == 2 and "--digit is for digit models" in err
+    assert list((tmp_path / "cache" / "cdcd").glob("chorales-6-*.npz"))
