@@ -62,7 +62,7 @@ def dequantise_digits(tokens: np.ndarray, levels: int) -> np.ndarray:
 def load_digit_tokens(*, levels: int = 4, seed: int = 0, val: float = 0.2,
                       test: float = 0.2) -> TokenSplits:
     """The digits as 64 tokens each (row-major 8x8) with their labels, split stratified by
-    class with ``seed`` (the default split is fixed: 1,077 train, 360 val, 360 test)."""
+    class with ``seed`` (the default split is fixed: 1,079 train, 359 val, 359 test)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
