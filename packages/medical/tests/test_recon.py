@@ -81,6 +81,28 @@ def test_data_consistency_pulls_towards_the_measurements(tiny_prior, slices: tor
     assert r.shape == slices.shape
 
 
+def test_dc_particles_average_each_images_own_samples(tiny_prior, slices: torch.Tensor
+                                                      ) -> None:
+    """``particles=K`` is the mean of K posterior samples of the SAME image: it equals the
+    per-image mean of the K samples drawn as one batch, and (Jensen) its squared error is at
+    most the samples' mean squared error, image by image; mixing images would break both."""
+    from polydiff.medical.recon import dc_sample
+
+    acq = mri_acquisition(32, 4.0)
+    y = simulate(acq, slices)
+    k = 3
+    r = reconstruct("dc", acq, y, tiny_prior, seed=0, steps=3, particles=k)
+    draws = dc_sample(tiny_prior, acq, y.repeat(k, 1, 1, 1), steps=3, seed=0)
+    draws = draws.reshape(k, *slices.shape)
+    torch.testing.assert_close(r, draws.mean(0))
+    err = ((r - slices) ** 2).flatten(1).mean(1)
+    per_draw = ((draws - slices) ** 2).flatten(2).mean(2).mean(0)
+    assert bool((err <= per_draw + 1e-7).all())
+    assert not torch.equal(draws[0], draws[1])          # independent noise per particle
+    with pytest.raises(ValueError, match="particles"):
+        dc_sample(tiny_prior, acq, y, steps=2, particles=0)
+
+
 def test_unknown_method(slices: torch.Tensor) -> None:
     acq = mri_acquisition(32, 4.0)
     with pytest.raises(ValueError, match="unknown method"):

@@ -164,10 +164,12 @@ def tv_reconstruct(acq: Acquisition, y: Tensor, lam: float, iters: int = 300,
 DEFAULTS: dict[str, dict[str, dict[str, float]]] = {
     "mri": {"dps": {"steps": 100, "scale": 1.0}, "red_diff": {"steps": 100, "lam": 0.25,
                                                               "lr": 0.1, "obs": 1.0},
-            "dc": {"steps": 50, "lam": 0.0, "eta": 0.8}, "tv": {"lam": 0.002}},
+            "dc": {"steps": 50, "lam": 0.0, "eta": 0.8, "particles": 1},
+            "tv": {"lam": 0.002, "iters": 300}},
     "ct": {"dps": {"steps": 100, "scale": 1.0}, "red_diff": {"steps": 100, "lam": 0.25,
                                                              "lr": 0.1, "obs": 1.0},
-           "dc": {"steps": 50, "lam": 0.0, "eta": 0.8}, "tv": {"lam": 0.02}},
+           "dc": {"steps": 50, "lam": 0.0, "eta": 0.8, "particles": 1},
+           "tv": {"lam": 0.02, "iters": 300}},
 }
 
 
@@ -206,11 +208,24 @@ def dps(prior: DiffusionPrior, acq: Acquisition, y: Tensor, *, steps: int = 100,
 
 def dc_sample(prior: DiffusionPrior, acq: Acquisition, y: Tensor, *, steps: int = 50,
               lam: float = 0.0, eta: float = 0.8, seed: int = 0, cg_iters: int = 10,
-              disable: bool | None = True) -> Tensor:
+              particles: int = 1, disable: bool | None = True) -> Tensor:
     """Data-consistency sampling: core's :class:`~polydiff.core.inverse.DataConsistency`
     (every Tweedie estimate replaced by its proximal data-consistent version,
     ``argmin ||A x - y||^2 + lam ||x - x0_hat||^2``: closed form for MRI, conjugate gradients
-    for CT) under core's DDIM sampler with ``eta`` (Chung, Lee & Ye 2024, "DDS")."""
+    for CT) under core's DDIM sampler with ``eta`` (Chung, Lee & Ye 2024, "DDS").
+
+    ``particles > 1`` draws that many posterior samples per image (one batch, independent
+    noise) and returns their mean, a Monte-Carlo estimate of the posterior mean (the MMSE
+    estimate, which is what PSNR rewards; one sample is a draw, with its hallucinated
+    detail)."""
+    if particles < 1:
+        raise ValueError(f"particles must be >= 1, got {particles}")
+    if particles > 1:
+        b = y.shape[0]
+        yk = y.repeat(particles, *([1] * (y.ndim - 1)))
+        out = dc_sample(prior, acq, yk, steps=steps, lam=lam, eta=eta, seed=seed,
+                        cg_iters=cg_iters, particles=1, disable=disable)
+        return out.reshape(particles, b, *out.shape[1:]).mean(0)
     from polydiff.core.inverse import DataConsistency
     from polydiff.core.samplers import sample_ddim
 
@@ -275,7 +290,8 @@ def reconstruct(method: str, acq: Acquisition, y: Tensor, prior: DiffusionPrior 
                        seed=seed)
         if method == "dc":
             return dc_sample(prior, acq, y, steps=int(params["steps"]),
-                             lam=float(params["lam"]), eta=float(params["eta"]), seed=seed)
+                             lam=float(params["lam"]), eta=float(params["eta"]), seed=seed,
+                             particles=int(params.get("particles", 1)))
     return red_diff_reconstruct(prior, acq, y, steps=int(params["steps"]),
                                 lam=float(params["lam"]), lr=float(params["lr"]),
                                 obs=float(params["obs"]), seed=seed)
