@@ -155,6 +155,35 @@ def test_independent_times_and_end_masses() -> None:
         JointDiffusionLoss(proc, ["a"], fixed_times={"b": 0.0})
 
 
+def test_one_clean_prob_mixes_in_conditional_samples() -> None:
+    """one_clean_prob: that fraction of samples has exactly one clean modality (either one
+    equally often) and the other uniform; the rest keep the independent draws; 0 changes
+    nothing (same random stream)."""
+    proc = VPCosine()
+    base = JointDiffusionLoss(proc, ["image", "text"], clean_prob={"image": 0.2, "text": 0.2},
+                              noise_prob={"image": 0.1, "text": 0.1})
+    same = JointDiffusionLoss(proc, ["image", "text"], clean_prob={"image": 0.2, "text": 0.2},
+                              noise_prob={"image": 0.1, "text": 0.1}, one_clean_prob=0.0)
+    a = base.sample_times(1000, generator=torch.Generator().manual_seed(3))
+    b = same.sample_times(1000, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(a[m], b[m]) for m in a)
+    loss = JointDiffusionLoss(proc, ["image", "text"], clean_prob={"image": 0.2, "text": 0.2},
+                              noise_prob={"image": 0.1, "text": 0.1}, one_clean_prob=0.5)
+    ts = loss.sample_times(80_000, generator=torch.Generator().manual_seed(0))
+    ci, ct = ts["image"] == 0, ts["text"] == 0
+    # exactly-one-clean: 0.5 from the mixture + 0.5 * 2 * 0.2 * 0.8 from the independent draws
+    assert float((ci ^ ct).double().mean()) == pytest.approx(0.5 + 0.16, abs=0.01)
+    assert float((ci & ~ct).double().mean()) == pytest.approx(0.33, abs=0.01)
+    assert float((ct & ~ci).double().mean()) == pytest.approx(0.33, abs=0.01)
+    assert float((ci & ct).double().mean()) == pytest.approx(0.5 * 0.04, abs=0.005)
+    assert float((ts["text"] == proc.t_max).double().mean()) == pytest.approx(0.05, abs=0.005)
+    with pytest.raises(ValueError, match="one_clean_prob"):
+        JointDiffusionLoss(proc, ["image", "text"], one_clean_prob=1.5)
+    with pytest.raises(ValueError, match="two modalities"):
+        JointDiffusionLoss(proc, ["image", "text"], fixed_times={"text": 0.0},
+                           one_clean_prob=0.5)
+
+
 def test_objective_trains_through_the_engine(tmp_path) -> None:
     """A few Trainer steps on the joint objective lower the loss of a small model."""
     from polydiff.core.training import TrainConfig, Trainer

@@ -138,6 +138,10 @@ class JointDiffusionLoss:
     ``fixed_times`` always takes that time: ``fixed_times={"text": 0.0}`` with
     ``weights={"text": 0}`` is a conditional model of the other modalities given clean text,
     and the loss equals :class:`~polydiff.core.losses.DiffusionLoss` of that conditional model.
+    With probability ``one_clean_prob`` a sample is instead a *conditional* one: exactly one
+    modality (uniformly among those not in ``fixed_times``) is clean and the others take their
+    uniform times (no point masses), so every conditional task gets direct training signal in
+    one model (a mixture over time combinations; 0, the default, draws no extra numbers).
 
     Args:
         process: the forward process (shared by the modalities, so they can be sampled
@@ -147,6 +151,7 @@ class JointDiffusionLoss:
             :class:`~polydiff.core.losses.DiffusionLoss` (uniform time sampling).
         weights: per-modality weights (default 1).
         clean_prob, noise_prob: per-modality probabilities of the clean and pure-noise ends.
+        one_clean_prob: probability of a sample with exactly one clean modality.
         fixed_times: per-modality fixed times.
 
     Call ``loss(model, x0, cond=..., t=..., eps=..., generator=...)`` with ``x0`` a mapping
@@ -161,7 +166,7 @@ class JointDiffusionLoss:
                  noise_prob: Mapping[str, float] | None = None,
                  fixed_times: Mapping[str, float] | None = None,
                  min_snr_gamma: float = 5.0, sigma_data: float = 0.5,
-                 dim_reduction: str = "mean"):
+                 dim_reduction: str = "mean", one_clean_prob: float = 0.0):
         self.modalities = list(modalities)
         if not self.modalities or len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities must be distinct names, got {self.modalities}")
@@ -185,6 +190,16 @@ class JointDiffusionLoss:
             raise ValueError(f"fixed_times names unknown modalities {sorted(unknown)}")
         if all(self.weights[m] == 0 for m in self.modalities):
             raise ValueError("at least one modality needs a positive weight")
+        self.one_clean_prob = float(one_clean_prob)
+        if not 0.0 <= self.one_clean_prob <= 1.0:
+            raise ValueError(f"one_clean_prob must lie in [0, 1], got {one_clean_prob}")
+        if self.one_clean_prob > 0:
+            if process.t_zero is None:
+                raise ValueError(f"{type(process).__name__} has no clean time (t_zero): "
+                                 "one_clean_prob needs one")
+            if len([m for m in self.modalities if m not in self.fixed_times]) < 2:
+                raise ValueError("one_clean_prob needs at least two modalities with "
+                                 "sampled times")
 
     def _per_modality(self, name: str, values: Mapping[str, float] | None, default: float, *,
                       lo: float = 0.0, hi: float = 1.0) -> dict[str, float]:
@@ -204,14 +219,14 @@ class JointDiffusionLoss:
         """Independent per-modality times ``{m: (B,) float64}`` (class docstring)."""
         p = self.process
         t_max = float(p.t_max)
-        out = {}
+        out, uniform = {}, {}
         for m in self.modalities:
             if m in self.fixed_times:
                 out[m] = torch.full((batch,), self.fixed_times[m], dtype=torch.float64,
                                     device=device)
                 continue
             u = torch.rand(batch, generator=generator, dtype=torch.float64, device=device)
-            t = p.t_min + (t_max - p.t_min) * u
+            t = uniform[m] = p.t_min + (t_max - p.t_min) * u
             pc, pn = self.clean_prob[m], self.noise_prob[m]
             if pc > 0 or pn > 0:
                 r = torch.rand(batch, generator=generator, dtype=torch.float64, device=device)
@@ -221,6 +236,16 @@ class JointDiffusionLoss:
                 if pn > 0:
                     t = torch.where((r >= pc) & (r < pc + pn), torch.full_like(t, t_max), t)
             out[m] = t
+        if self.one_clean_prob > 0:  # conditional samples: one clean modality, others uniform
+            assert p.t_zero is not None  # checked in __init__
+            free = list(uniform)
+            cond = torch.rand(batch, generator=generator, dtype=torch.float64,
+                              device=device) < self.one_clean_prob
+            which = torch.randint(len(free), (batch,), generator=generator, device=device)
+            for i, m in enumerate(free):
+                t = torch.where(which == i, torch.full_like(uniform[m], float(p.t_zero)),
+                                uniform[m])
+                out[m] = torch.where(cond, t, out[m])
         return out
 
     # ------------------------------------------------------------------ evaluation

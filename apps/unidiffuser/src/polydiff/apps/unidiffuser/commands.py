@@ -42,6 +42,7 @@ class TrainSettings:
     prediction: str = "sample"
     clean_prob: float = 0.25
     noise_prob: float = 0.1
+    one_clean_prob: float = 0.0
     guidance_dropout: float = 0.1
     image_size: int = 8
     channels: int = 1
@@ -109,7 +110,7 @@ def _train_settings(args: argparse.Namespace) -> TrainSettings:
         _positive(name.replace("_", "-"), getattr(s, name))
     _positive("image-size", s.image_size, 2)
     _positive("limit", s.limit, 0)
-    for name in ("clean_prob", "noise_prob", "guidance_dropout"):
+    for name in ("clean_prob", "noise_prob", "one_clean_prob", "guidance_dropout"):
         v = getattr(s, name)
         if not 0.0 <= v <= 1.0:
             raise CLIError(f"{name} must lie in [0, 1], got {v}")
@@ -187,6 +188,7 @@ def _train(args: argparse.Namespace, s: TrainSettings, out: Path, text_model: Pa
                                       device=s.device)
     ds = DiffusionSettings(task=s.task, steps=s.steps, batch_size=s.batch_size,  # type: ignore[arg-type]
                            lr=s.lr, clean_prob=s.clean_prob, noise_prob=s.noise_prob,
+                           one_clean_prob=s.one_clean_prob,
                            guidance_dropout=s.guidance_dropout, hidden_size=s.hidden_size,
                            depth=s.depth, num_heads=s.num_heads, patch_size=s.patch_size,
                            prediction=s.prediction)  # type: ignore[arg-type]

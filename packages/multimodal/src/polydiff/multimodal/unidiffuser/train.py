@@ -64,7 +64,11 @@ class DiffusionSettings:
 
     ``clean_prob`` / ``noise_prob``: per-modality probabilities that a training sample puts
     that modality exactly clean / at pure noise (the times conditional and marginal sampling
-    use; the rest of the time is uniform), for ``task="joint"``. ``guidance_dropout``: for the
+    use; the rest of the time is uniform), for ``task="joint"``. ``one_clean_prob``: the
+    fraction of joint-task samples that are conditional ones (exactly one modality clean,
+    either equally often, the other uniform; core's ``JointDiffusionLoss(one_clean_prob=)``),
+    so text->image and image->text get more direct training signal in the one model.
+    ``guidance_dropout``: for the
     dedicated tasks, the probability that the condition is noise (the unconditional model).
     """
 
@@ -76,6 +80,7 @@ class DiffusionSettings:
     ema_decay: float = 0.999
     clean_prob: float = 0.25
     noise_prob: float = 0.1
+    one_clean_prob: float = 0.0
     guidance_dropout: float = 0.1
     hidden_size: int = 64
     depth: int = 4
@@ -130,7 +135,8 @@ def joint_loss(model: UniDiffuser, s: DiffusionSettings) -> JointDiffusionLoss:
     if s.task == "joint":
         return JointDiffusionLoss(model.process, names, target=model.config.prediction,
                                   clean_prob={m: s.clean_prob for m in names},
-                                  noise_prob={m: s.noise_prob for m in names})
+                                  noise_prob={m: s.noise_prob for m in names},
+                                  one_clean_prob=s.one_clean_prob)
     cond = "text" if s.task == "t2i" else "image"
     return JointDiffusionLoss(model.process, names, target=model.config.prediction,
                               weights={cond: 0.0},
