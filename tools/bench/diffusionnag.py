@@ -319,15 +319,52 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     return t
 
 
+def search_overall(per_dataset: dict[str, Any]) -> dict[str, Any]:
+    """The ``overall`` entry of a search section from its per-dataset entries (each run's
+    hitting time is kept; a run that missed counts as its own search's budget + 1)."""
+    datasets = [d for d in per_dataset if d != "overall"]
+    names = [n for n in ("diffusionnag", "sample_then_filter", "random",
+                         "regularized_evolution") if all(n in per_dataset[d] for d in datasets)]
+    overall: dict[str, Any] = {}
+    for name in names:
+        entries = [per_dataset[d][name] for d in datasets]
+        hits = [h for e in entries for h in e["hits"]]
+        censored = [h if h is not None else e["budget"] + 1 for e in entries for h in e["hits"]]
+        budgets = sorted({e["budget"] for e in entries})
+        agg: dict[str, Any] = {
+            "runs": len(hits), "reached": sum(h is not None for h in hits),
+            "budget": budgets[0] if len(budgets) == 1 else budgets,
+            "mean_queries_to_top1pct": float(np.mean(censored)),
+            "median_queries_to_top1pct": float(np.median(censored)),
+            "censored": any(h is None for h in hits)}
+        for k in CHECKPOINTS:
+            key = f"best_test_at_{k}"
+            have = [e for e in entries if key in e]
+            if have:  # every run of a dataset made at least k queries
+                agg[key] = float(sum(e[key] * e["runs"] for e in have) /
+                                 sum(e["runs"] for e in have))
+        overall[name] = agg
+    overall["random_exact_mean"] = float(np.mean([per_dataset[d]["random_expected_queries"]
+                                                  for d in datasets]))
+    return overall
+
+
 def merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with the sections of ``new`` (generation: per space) and ``new``'s run
-    (settings, machine, time, date) appended to ``base['updates']``."""
+    """``base`` with the sections of ``new`` (generation: per space; search: per dataset,
+    the overall figures recomputed from them) and ``new``'s run (settings, machine, time,
+    date) appended to ``base['updates']``."""
     out = dict(base)
     sections = [k for k in ("generation", "property_guidance", "transfer", "search") if k in new]
     for k in sections:
-        out[k] = {**base.get(k, {}), **new[k]} if k == "generation" else new[k]
+        if k in ("generation", "search"):
+            out[k] = {**base.get(k, {}), **new[k]}
+        else:
+            out[k] = new[k]
+    if "search" in sections:
+        out["search"]["overall"] = search_overall(out["search"])
     update = {"sections": [f"generation/{s}" for s in new.get("generation", {})] +
-              [k for k in sections if k != "generation"],
+              [f"search/{d}" for d in new.get("search", {}) if d != "overall"] +
+              [k for k in sections if k not in ("generation", "search")],
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     update.update({k: new[k] for k in ("settings", "machine", "seconds", "cpu_seconds")})
     out["updates"] = [*base.get("updates", []), update]
