@@ -259,7 +259,10 @@ def search(args: argparse.Namespace, datasets: list[str], model: Any) -> dict[st
             def stop(tr: sr.SearchTrace, thr: float = thr, last: int = last) -> bool:
                 return tr.queries >= last and tr.hitting_time(thr) is not None
 
-        for seed in range(args.seeds):
+        seeds = [int(x) for x in args.search_seeds.split(",")] if args.search_seeds else \
+            list(range(args.seeds))
+        res["search_seeds"] = seeds
+        for seed in seeds:
             for name, guided in (("diffusionnag", True), ("sample_then_filter", False)):
                 tr = sr.diffusionnag_search(bench, model, pred, args.queries, args.seed + seed,
                                             task=task, guidance=g, per_round=args.per_round,
@@ -300,7 +303,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         worst = min(v["validity"] for v in gen.values())
         t["validity>=99%"] = {"worst_space_validity": worst, "met": worst >= 0.99}
     s = result.get("search", {}).get("overall")
-    if s:
+    if s and all(k in s for k in ("diffusionnag", "random", "regularized_evolution")):
         dn = s["diffusionnag"]["mean_queries_to_top1pct"]
         rnd = s["random_exact_mean"]
         rea = s["regularized_evolution"]["mean_queries_to_top1pct"]
@@ -349,6 +352,32 @@ def search_overall(per_dataset: dict[str, Any]) -> dict[str, Any]:
     return overall
 
 
+def _combine_seeds(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """One dataset's search entry from two runs with disjoint generative-search seeds (the
+    baselines, run by at most one of them, are kept as they are)."""
+    out = {**a, **b, "search_seeds": a["search_seeds"] + b["search_seeds"],
+           "seconds": a["seconds"] + b["seconds"]}
+    for name in ("diffusionnag", "sample_then_filter"):
+        ea, eb = a[name], b[name]
+        runs = ea["runs"] + eb["runs"]
+        hits = ea["hits"] + eb["hits"]
+        budget = max(ea["budget"], eb["budget"])
+        censored = [h if h is not None else budget + 1 for h in hits]
+        e = {"runs": runs, "reached": sum(h is not None for h in hits), "budget": budget,
+             "mean_queries_to_top1pct": float(np.mean(censored)),
+             "median_queries_to_top1pct": float(np.median(censored)),
+             "censored": any(h is None for h in hits)}
+        for k in CHECKPOINTS:
+            key = f"best_test_at_{k}"
+            if key in ea and key in eb:
+                e[key] = float((ea[key] * ea["runs"] + eb[key] * eb["runs"]) / runs)
+        out[name] = {**e, "hits": hits}
+    for name in ("random", "regularized_evolution"):
+        if name in a or name in b:
+            out[name] = a[name] if name in a else b[name]
+    return out
+
+
 def merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``base`` with the sections of ``new`` (generation: per space; search: per dataset,
     the overall figures recomputed from them) and ``new``'s run (settings, machine, time,
@@ -356,8 +385,16 @@ def merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     sections = [k for k in ("generation", "property_guidance", "transfer", "search") if k in new]
     for k in sections:
-        if k in ("generation", "search"):
+        if k == "generation":
             out[k] = {**base.get(k, {}), **new[k]}
+        elif k == "search":
+            out[k] = dict(base.get(k, {}))
+            for d, v in new[k].items():
+                old = out[k].get(d)
+                if d != "overall" and old and "search_seeds" in old and \
+                        not set(old["search_seeds"]) & set(v["search_seeds"]):
+                    v = _combine_seeds(old, v)
+                out[k][d] = v
         else:
             out[k] = new[k]
     if "search" in sections:
@@ -434,6 +471,9 @@ def main() -> int:
     p.add_argument("--search-datasets", default=",".join(NBG_DATASETS))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--baseline-seeds", type=int, default=100)
+    p.add_argument("--search-seeds", metavar="LIST",
+                   help="search section: run only these generative-search seeds (e.g. '1,2'; "
+                   "default: 0 .. --seeds - 1); --merge combines runs of disjoint seeds")
     p.add_argument("--queries", type=int, default=300,
                    help="query budget of the DiffusionNAG and sample-then-filter searches")
     p.add_argument("--full-budget", action="store_true",
