@@ -24,6 +24,9 @@ Sections (everything offline; the NAS-Bench-Graph tables ship with ``nas-bench-g
   accuracy only. Reported: the number of queries until a queried architecture is in the top
   1% of the space by test accuracy, and the best test accuracy queried after 5/10/20/40
   queries. Random search's expected hitting time is also given exactly, ``(N + 1) / (K + 1)``.
+  A generative search stops once it has made 40 queries and reached the top 1%
+  (``--full-budget`` runs every search to ``--queries``): its queries up to then are the
+  full-budget run's, so the figures are the same at a fraction of the cost.
 
 Guidance settings were chosen before this benchmark was run, on the cora fold's *validation*
 accuracies (see tools/bench/README.md); no setting looks at test accuracies.
@@ -31,6 +34,9 @@ accuracies (see tools/bench/README.md); no setting looks at test accuracies.
     python tools/bench/diffusionnag.py                       # table
     python tools/bench/diffusionnag.py --json --out tools/bench/results/diffusionnag_cpu.json
     python tools/bench/diffusionnag.py --quick               # 3 folds, 1 seed, small samples
+    # re-measure parts of an earlier result R (and re-score the targets):
+    python tools/bench/diffusionnag.py --sections generation,search --generation-spaces mbv3 \
+        --merge R --out R
 
 Models: the app's starter weights (``polydiff.apps.diffusionnag``), whose manifest records
 how each was trained; ``--predictors DIR`` uses ``DIR/meta-<dataset>/`` instead (e.g. from
@@ -74,7 +80,7 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- generation
 def generation(args: argparse.Namespace) -> dict[str, Any]:
     out = {}
-    for space in ("nbgraph", "nb201", "mbv3"):
+    for space in args.generation_spaces.split(","):
         tic = time.perf_counter()
         model = wf.load_diffusion(None, space).to_device(args.device)
         steps = 40 if space == "mbv3" else args.steps
@@ -246,11 +252,21 @@ def search(args: argparse.Namespace, datasets: list[str], model: Any) -> dict[st
                               sampler=SamplerConfig(steps=args.search_steps,
                                                     batch_size=args.n_search))
         methods: dict[str, list[dict[str, Any]]] = {}
-        for seed in range(args.seeds):
+        stop = None
+        if not args.full_budget:  # the trace up to the stop is the full-budget one's prefix
+            last = min(max(CHECKPOINTS), args.queries)
+
+            def stop(tr: sr.SearchTrace, thr: float = thr, last: int = last) -> bool:
+                return tr.queries >= last and tr.hitting_time(thr) is not None
+
+        seeds = [int(x) for x in args.search_seeds.split(",")] if args.search_seeds else \
+            list(range(args.seeds))
+        res["search_seeds"] = seeds
+        for seed in seeds:
             for name, guided in (("diffusionnag", True), ("sample_then_filter", False)):
                 tr = sr.diffusionnag_search(bench, model, pred, args.queries, args.seed + seed,
                                             task=task, guidance=g, per_round=args.per_round,
-                                            guided=guided)
+                                            guided=guided, stop=stop)
                 methods.setdefault(name, []).append(_trace_summary(tr, thr))
         base = args.seed + 10_000 * (1 + NBG_DATASETS.index(d))  # other draws per dataset
         for seed in range(args.baseline_seeds):
@@ -287,7 +303,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         worst = min(v["validity"] for v in gen.values())
         t["validity>=99%"] = {"worst_space_validity": worst, "met": worst >= 0.99}
     s = result.get("search", {}).get("overall")
-    if s:
+    if s and all(k in s for k in ("diffusionnag", "random", "regularized_evolution")):
         dn = s["diffusionnag"]["mean_queries_to_top1pct"]
         rnd = s["random_exact_mean"]
         rea = s["regularized_evolution"]["mean_queries_to_top1pct"]
@@ -304,6 +320,92 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         t["transfer_folds_won>=7/9"] = {"won": tr["folds_won"], "folds": tr["folds"],
                                         "met": tr["folds_won"] >= 7 and tr["folds"] == 9}
     return t
+
+
+def search_overall(per_dataset: dict[str, Any]) -> dict[str, Any]:
+    """The ``overall`` entry of a search section from its per-dataset entries (each run's
+    hitting time is kept; a run that missed counts as its own search's budget + 1)."""
+    datasets = [d for d in per_dataset if d != "overall"]
+    names = [n for n in ("diffusionnag", "sample_then_filter", "random",
+                         "regularized_evolution") if all(n in per_dataset[d] for d in datasets)]
+    overall: dict[str, Any] = {}
+    for name in names:
+        entries = [per_dataset[d][name] for d in datasets]
+        hits = [h for e in entries for h in e["hits"]]
+        censored = [h if h is not None else e["budget"] + 1 for e in entries for h in e["hits"]]
+        budgets = sorted({e["budget"] for e in entries})
+        agg: dict[str, Any] = {
+            "runs": len(hits), "reached": sum(h is not None for h in hits),
+            "budget": budgets[0] if len(budgets) == 1 else budgets,
+            "mean_queries_to_top1pct": float(np.mean(censored)),
+            "median_queries_to_top1pct": float(np.median(censored)),
+            "censored": any(h is None for h in hits)}
+        for k in CHECKPOINTS:
+            key = f"best_test_at_{k}"
+            have = [e for e in entries if key in e]
+            if have:  # every run of a dataset made at least k queries
+                agg[key] = float(sum(e[key] * e["runs"] for e in have) /
+                                 sum(e["runs"] for e in have))
+        overall[name] = agg
+    overall["random_exact_mean"] = float(np.mean([per_dataset[d]["random_expected_queries"]
+                                                  for d in datasets]))
+    return overall
+
+
+def _combine_seeds(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """One dataset's search entry from two runs with disjoint generative-search seeds (the
+    baselines, run by at most one of them, are kept as they are)."""
+    out = {**a, **b, "search_seeds": a["search_seeds"] + b["search_seeds"],
+           "seconds": a["seconds"] + b["seconds"]}
+    for name in ("diffusionnag", "sample_then_filter"):
+        ea, eb = a[name], b[name]
+        runs = ea["runs"] + eb["runs"]
+        hits = ea["hits"] + eb["hits"]
+        budget = max(ea["budget"], eb["budget"])
+        censored = [h if h is not None else budget + 1 for h in hits]
+        e = {"runs": runs, "reached": sum(h is not None for h in hits), "budget": budget,
+             "mean_queries_to_top1pct": float(np.mean(censored)),
+             "median_queries_to_top1pct": float(np.median(censored)),
+             "censored": any(h is None for h in hits)}
+        for k in CHECKPOINTS:
+            key = f"best_test_at_{k}"
+            if key in ea and key in eb:
+                e[key] = float((ea[key] * ea["runs"] + eb[key] * eb["runs"]) / runs)
+        out[name] = {**e, "hits": hits}
+    for name in ("random", "regularized_evolution"):
+        if name in a or name in b:
+            out[name] = a[name] if name in a else b[name]
+    return out
+
+
+def merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the sections of ``new`` (generation: per space; search: per dataset,
+    the overall figures recomputed from them) and ``new``'s run (settings, machine, time,
+    date) appended to ``base['updates']``."""
+    out = dict(base)
+    sections = [k for k in ("generation", "property_guidance", "transfer", "search") if k in new]
+    for k in sections:
+        if k == "generation":
+            out[k] = {**base.get(k, {}), **new[k]}
+        elif k == "search":
+            out[k] = dict(base.get(k, {}))
+            for d, v in new[k].items():
+                old = out[k].get(d)
+                if d != "overall" and old and "search_seeds" in old and \
+                        not set(old["search_seeds"]) & set(v["search_seeds"]):
+                    v = _combine_seeds(old, v)
+                out[k][d] = v
+        else:
+            out[k] = new[k]
+    if "search" in sections:
+        out["search"]["overall"] = search_overall(out["search"])
+    update = {"sections": [f"generation/{s}" for s in new.get("generation", {})] +
+              [f"search/{d}" for d in new.get("search", {}) if d != "overall"] +
+              [k for k in sections if k not in ("generation", "search")],
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    update.update({k: new[k] for k in ("settings", "machine", "seconds", "cpu_seconds")})
+    out["updates"] = [*base.get("updates", []), update]
+    return out
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -361,11 +463,22 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="3 folds/datasets, 1 seed, fewer samples")
     p.add_argument("--sections", default="generation,property,transfer,search")
     p.add_argument("--folds", default=",".join(NBG_DATASETS))
+    p.add_argument("--generation-spaces", default="nbgraph,nb201,mbv3",
+                   help="spaces of the generation section")
+    p.add_argument("--merge", metavar="JSON",
+                   help="update this earlier result with the sections run here (generation: "
+                   "per space) and re-score the targets; each update is listed in 'updates'")
     p.add_argument("--search-datasets", default=",".join(NBG_DATASETS))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--baseline-seeds", type=int, default=100)
-    p.add_argument("--queries", type=int, default=40,
+    p.add_argument("--search-seeds", metavar="LIST",
+                   help="search section: run only these generative-search seeds (e.g. '1,2'; "
+                   "default: 0 .. --seeds - 1); --merge combines runs of disjoint seeds")
+    p.add_argument("--queries", type=int, default=300,
                    help="query budget of the DiffusionNAG and sample-then-filter searches")
+    p.add_argument("--full-budget", action="store_true",
+                   help="run every generative search to --queries (default: stop once 40 "
+                   "queries are made and the top 1%% is reached)")
     p.add_argument("--baseline-budget", type=int, default=1000)
     p.add_argument("--per-round", type=int, default=5)
     p.add_argument("--scale", type=float, default=10.0)
@@ -412,14 +525,17 @@ def main() -> int:
             result["transfer"] = transfer(args, args.folds.split(","), model)
         if "search" in sections:
             result["search"] = search(args, args.search_datasets.split(","), model)
-    result["targets"] = targets(result)
-    result["settings"] = {k: v for k, v in vars(args).items() if k not in ("json", "out")}
+    result["settings"] = {k: v for k, v in vars(args).items()
+                          if k not in ("json", "out", "merge")}
     dev = args.device if args.device == "cpu" else torch.cuda.get_device_name()
     result["machine"] = {"device": dev, "torch_threads": torch.get_num_threads(),
                          "cpus": os.cpu_count(), "platform": platform.platform(),
                          "python": platform.python_version(), "torch": torch.__version__}
     result["seconds"] = time.perf_counter() - tic
     result["cpu_seconds"] = time.process_time() - cpu0
+    if args.merge:
+        result = merge(json.loads(Path(args.merge).read_text()), result)
+    result["targets"] = targets(result)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

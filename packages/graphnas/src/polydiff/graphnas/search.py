@@ -231,8 +231,13 @@ def diffusionnag_search(bench: NASBenchGraph, diffusion: ArchDiffusion,
                         predictor: ArchPredictor, budget: int, seed: int = 0, *,
                         task: Tensor | None = None, guidance: GuidanceConfig | None = None,
                         per_round: int = 5, adapt: bool = True, guided: bool = True,
-                        max_rounds: int | None = None) -> SearchTrace:
-    """DiffusionNAG's generate-rank-query loop (module docstring)."""
+                        max_rounds: int | None = None,
+                        stop: Callable[[SearchTrace], bool] | None = None) -> SearchTrace:
+    """DiffusionNAG's generate-rank-query loop (module docstring).
+
+    ``stop``, checked after each round, ends the loop early when it returns true (an
+    evaluation harness's shortcut, e.g. once the hitting time it measures is known). Each
+    round is seeded by its index, so a stopped trace is a prefix of the full-budget one."""
     g = copy.deepcopy(guidance or GuidanceConfig())
     if not guided:
         g.scale = 0.0
@@ -253,4 +258,6 @@ def diffusionnag_search(bench: NASBenchGraph, diffusion: ArchDiffusion,
             ok = [i for i, v in enumerate(trace.valid) if np.isfinite(v)]
             emb = adapt_task_embedding(predictor, [trace.archs[i] for i in ok],
                                        [trace.valid[i] for i in ok], task)
+        if stop is not None and stop(trace):
+            break
     return trace
