@@ -22,8 +22,8 @@ of the trained model as much as of the data (a model trained for fewer steps or 
 with fewer paths can want another): ``tsdiff evaluate --spread`` and the estimator's
 ``spread=`` override it.
 The sampler is guided DDIM (Song et al. 2021 with the self-guidance of Kollovieh et al.
-2023): 20 steps instead of the paper's 100 DDPM steps, about five times faster at a CRPS
-within a few percent (measured in the benchmark).
+2023): 20 steps instead of the paper's 100 DDPM steps, five times faster; on the
+benchmark's vic_elec validation windows DDPM 100 is 8% better in CRPS (0.0267 vs 0.0289).
 """
 
 from __future__ import annotations
