@@ -437,6 +437,8 @@ def main() -> int:
     p.add_argument("--cli-check", action="store_true",
                    help="time the default CLI train + evaluate against the estimator")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--machine", default="",
+                   help="a description of the machine, written into the JSON")
     p.add_argument("--smoke", action="store_true",
                    help="tiny budget on 1 window: checks the code paths, not the method")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -448,7 +450,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     machine = {"device": "cpu", "torch_threads": torch.get_num_threads(),
                "cpus": os.cpu_count(), "platform": platform.platform(),
-               "torch": torch.__version__}
+               "torch": torch.__version__, "name": args.machine}
     with Clock() as total:
         if args.cli_check:
             result: dict[str, Any] = {"cli_check": cli_check(args)}
@@ -482,6 +484,8 @@ def merge(args: argparse.Namespace) -> int:
                             "settings": r["settings"], "machine": r["machine"]})
     out["seconds"] = sum(r["seconds"] for r in out["runs"])
     out["cpu_seconds"] = sum(r["cpu_seconds"] for r in out["runs"])
+    if args.machine:
+        out["machine"] = args.machine
     text = json.dumps(out, indent=2, default=str)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -241,7 +241,7 @@ def test_float64_model():
 
 
 def test_forecaster_prepares_windows_and_descales(tiny):
-    from polydiff.timeseries.tsdiff.forecaster import TSDiffForecaster
+    from polydiff.timeseries.tsdiff.forecaster import TSDiffForecaster, rescale_spread
     from polydiff.timeseries.tsdiff.guidance import forecast
 
     cfg = tiny.config
@@ -260,10 +260,13 @@ def test_forecaster_prepares_windows_and_descales(tiny):
     table = defaults_for("h")  # settings not given come from the defaults table
     assert {k: fc.forecast_kwargs[k] for k in ("guidance", "scale", "sampler")} == {
         "guidance": table.guidance, "scale": table.scale, "sampler": table.sampler}
+    assert fc.spread == table.spread
     want = forecast(tiny.denoiser(), ctx, cfg.prediction_length, num_samples=3, steps=4,
                     cond=w.cond, channel_dim=True, seed=1, scale=table.scale,
                     sampler=table.sampler) * w.scale[:, :, None]
-    np.testing.assert_allclose(out[:2], want.double().numpy(), rtol=1e-6)
+    # the table's spread recalibration is applied to the descaled samples
+    want_np = rescale_spread(want.double().numpy(), table.spread)
+    np.testing.assert_allclose(out[:2], want_np, rtol=1e-6)
 
 
 def test_rescale_spread_keeps_median_and_order():
