@@ -226,7 +226,8 @@ def export_pair(runs: Path, folder: Path, settings: ExperimentSettings, trained:
 def run(budget: str, settings: ExperimentSettings, device: str, work: Path | None,
         progress: bool | None, *, models: Path | None = None, sources: Path | None = None,
         split: str = "test", rtf_threads: int | None = None, export: Path | None = None,
-        command: str | None = None) -> dict[str, Any]:
+        command: str | None = None, max_files: int | None = None,
+        every: int = 1) -> dict[str, Any]:
     """Build the corpus, train both models (or load ``models``), evaluate; returns the
     result object (and saves the pair as a starter candidate into ``export``)."""
     import torch
@@ -253,7 +254,8 @@ def run(budget: str, settings: ExperimentSettings, device: str, work: Path | Non
             torch.set_num_threads(rtf_threads)
         try:
             results, kept = evaluate_methods(settings, corpus, trained, device=str(dev),
-                                             progress=progress, split=split)
+                                             progress=progress, split=split,
+                                             max_files=max_files, every=every)
         finally:
             torch.set_num_threads(threads)
         result = _result(budget, settings, results, kept, trained, dev, models, split,
@@ -343,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="build the real corpus from this sources pack (no network needed)")
     p.add_argument("--split", default="test", choices=("test", "valid"),
                    help="held-out split to score (valid: for tuning)")
+    p.add_argument("--max-files", type=int, metavar="N",
+                   help="score only the first N files of the split (after --every)")
+    p.add_argument("--every", type=int, default=1, metavar="K",
+                   help="score every K-th file of the split only (default 1: all)")
     p.add_argument("--rtf-threads", type=int, metavar="N",
                    help="torch threads while evaluating (default: 2 on the CPU)")
     p.add_argument("--export", type=Path, metavar="DIR",
@@ -377,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.redirect_stdout(sys.stderr):  # engine logs must not reach stdout
         result = run(args.budget, settings, device, args.work, None, models=models,
                      sources=args.sources, split=args.split, rtf_threads=rtf_threads,
-                     export=args.export, command=command)
+                     export=args.export, command=command, max_files=args.max_files,
+                     every=args.every)
     buf = io.StringIO()
     emit(result, True, file=buf)
     text = buf.getvalue().strip()
