@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -223,17 +222,16 @@ def test_help_text():
 
 
 def test_help_is_fast():
-    code = ("import time, sys; t = time.perf_counter(); from polydiff.apps.tsdiff.main import "
-            "main; sys.argv = ['tsdiff']; rc = main(['{verb}', '--help']); "
-            "print(time.perf_counter() - t)")
+    # fast = nothing heavy imported by --help (a structural check: a wall-clock limit fails
+    # on a busy machine for reasons that are not the CLI's)
+    code = ("import sys; from polydiff.apps.tsdiff.main import main; sys.argv = ['tsdiff']\n"
+            "try:\n    main(['{verb}', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('heavy:', 'torch' in sys.modules, 'pandas' in sys.modules)")
     for verb in ("train", "forecast", "refine", "synthesize", "evaluate", "demo"):
-        tic = time.perf_counter()
         res = subprocess.run([sys.executable, "-c", code.format(verb=verb)],
                              capture_output=True, text=True, timeout=60)
-        wall = time.perf_counter() - tic
         assert res.returncode == 0 and "usage: tsdiff" in res.stdout, res.stderr
-        assert "torch" not in res.stderr
-        assert wall < 1.5, (verb, wall)
+        assert "heavy: False False" in res.stdout, (verb, res.stdout[-200:])
     res = subprocess.run([sys.executable, "-c", "import sys; import polydiff.apps.tsdiff.main;"
                           " print('torch' in sys.modules, 'pandas' in sys.modules)"],
                          capture_output=True, text=True, timeout=60)
