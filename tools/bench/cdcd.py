@@ -120,9 +120,12 @@ def summarise(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     acc = {m: np.array([[p["accuracy"] for p in r["curve"]] for r in rs])
            for m, rs in by.items()}
     van_final = float(acc["vanilla"][:, -1].mean())
+    van_by_seed = {r["seed"]: r["curve"][-1]["accuracy"] for r in by["vanilla"]}
     for m, rs in by.items():
         a = acc[m]
-        d = a[:, -1] - acc["vanilla"][:, -1]  # paired by seed
+        # paired by seed (seeds that vanilla also ran; a partial merge may have fewer)
+        d = np.array([r["curve"][-1]["accuracy"] - van_by_seed[r["seed"]] for r in rs
+                      if r["seed"] in van_by_seed])
         se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
         reach = next((st for st, v in zip(steps, a.mean(0)) if v >= van_final), None)
         out[m] = {
@@ -210,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         result["run_log"] = old_log + ([entry] if new else [])
         result["wall_seconds"] = round(sum(e["wall_seconds"] for e in result["run_log"]), 1)
         result["cpu_seconds"] = round(sum(e["cpu_seconds"] for e in result["run_log"]), 1)
-        result["complete"] = complete and all(e.get("complete", True)
-                                              for e in result["run_log"])
+        per_method = {m: {r["seed"] for r in runs if r["method"] == m}
+                      for m in result["settings"]["methods"]}
+        result["complete"] = complete and all(v == set(result["seeds_done"])
+                                              for v in per_method.values())
         if args.out:  # after every seed: a partial file says what it covers
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(result, indent=2) + "\n")
