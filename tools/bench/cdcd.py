@@ -10,7 +10,8 @@ mask-and-replace process (T = 50); only the loss differs:
 * ``step-inter`` / ``step-intra``: + the step-wise parallel contrastive term (negatives scored
   by the step's variational KL) with inter-sample (other classes in the batch) or
   intra-sample (the digit's own rows shuffled) negatives;
-* ``sample-inter``: + the sample-wise auxiliary term (negatives scored by ``log p(x_0|x_t,c)``).
+* ``sample-inter`` / ``sample-intra``: + the sample-wise auxiliary term (negatives scored by
+  ``log p(x_0|x_t,c)``) with inter- or intra-sample negatives.
 
 Scores on the held-out **test** digits (one generated digit per test label, 25 sampler
 steps), at several points of training, over ``--seeds`` training seeds:
@@ -27,6 +28,9 @@ steps), at several points of training, over ``--seeds`` training seeds:
 
     python tools/bench/cdcd.py                   # table
     python tools/bench/cdcd.py --json --out tools/bench/results/cdcd_cpu.json
+    # add methods to a saved run (same settings; its runs are kept, not rerun):
+    python tools/bench/cdcd.py --methods step-intra sample-intra \\
+        --merge tools/bench/results/cdcd_cpu.json --out tools/bench/results/cdcd_cpu.json
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "step-inter": {"variant": "step", "negatives": "inter"},
     "step-intra": {"variant": "step", "negatives": "intra"},
     "sample-inter": {"variant": "sample", "negatives": "inter"},
+    "sample-intra": {"variant": "sample", "negatives": "intra"},
 }
+SAME = ("task", "steps", "evals", "sample_steps", "device")  # settings a merge must share
 
 
 def run_method(name: str, seed: int, args: argparse.Namespace, splits: Any, judge: Any
@@ -114,9 +120,12 @@ def summarise(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     acc = {m: np.array([[p["accuracy"] for p in r["curve"]] for r in rs])
            for m, rs in by.items()}
     van_final = float(acc["vanilla"][:, -1].mean())
+    van_by_seed = {r["seed"]: r["curve"][-1]["accuracy"] for r in by["vanilla"]}
     for m, rs in by.items():
         a = acc[m]
-        d = a[:, -1] - acc["vanilla"][:, -1]  # paired by seed
+        # paired by seed (seeds that vanilla also ran; a partial merge may have fewer)
+        d = np.array([r["curve"][-1]["accuracy"] - van_by_seed[r["seed"]] for r in rs
+                      if r["seed"] in van_by_seed])
         se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
         reach = next((st for st, v in zip(steps, a.mean(0)) if v >= van_final), None)
         out[m] = {
@@ -144,11 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=["vanilla", "step-inter", "sample-inter"],
                    choices=list(METHODS), help="default: vanilla step-inter sample-inter "
-                   "(step-intra is cut from the CPU budget)")
+                   "(the intra variants were run later with --merge)")
     p.add_argument("--budget", choices=("cpu", "gpu"), default="cpu",
                    help="gpu: 1500 steps, 4 seeds, every method, on cuda (one device call; "
                    "flags given explicitly still win)")
     p.add_argument("--device", default=None, help="training device (default: cpu)")
+    p.add_argument("--merge", type=Path, nargs="+", default=[],
+                   help="earlier result files (same task/steps/evals/sample steps/device): "
+                   "their runs are kept and only missing (method, seed) pairs are run")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     args = p.parse_args(argv)
@@ -163,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         if "--methods" not in given:
             args.methods = list(METHODS)
     args.device = args.device or ("cuda" if args.budget == "gpu" else "cpu")
-    if "vanilla" not in args.methods:
+    old_runs, old_log = _load_merge(args, p)
+    if "vanilla" not in args.methods and not any(r["method"] == "vanilla" for r in old_runs):
         p.error("the methods must include vanilla (the baseline)")
     torch.set_num_threads(1)
     from polydiff.multimodal.cdcd.data import load_digit_tokens
@@ -177,21 +190,66 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_digit_tokens()
         judge = DigitJudge.fit(splits.train, splits.num_tokens)
     tic, c0 = time.perf_counter(), time.process_time()
-    runs: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = list(old_runs)
+    done = {(r["method"], r["seed"]) for r in old_runs}
+    new: list[tuple[str, int]] = []
     result: dict[str, Any] = {}
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for i, seed in enumerate(args.seeds):
         for m in args.methods:
+            if (m, seed) in done:
+                continue
             runs.append(run_method(m, seed, args, splits, judge))
+            new.append((m, seed))
             last = runs[-1]["curve"][-1]
             print(f"# {m} seed {seed}: accuracy {last['accuracy']:.3f} "
                   f"({runs[-1]['train_cpu_seconds']:.0f} s train CPU)", file=sys.stderr)
         result = _result(args, splits, judge, runs, tic, c0)
-        result["complete"] = i == len(args.seeds) - 1
+        complete = i == len(args.seeds) - 1
+        entry = {"started_utc": started, "machine": result["machine"],
+                 "methods": sorted({m for m, _ in new}), "seeds": sorted({s for _, s in new}),
+                 "wall_seconds": result["wall_seconds"], "cpu_seconds": result["cpu_seconds"],
+                 "complete": complete}
+        result["run_log"] = old_log + ([entry] if new else [])
+        result["wall_seconds"] = round(sum(e["wall_seconds"] for e in result["run_log"]), 1)
+        result["cpu_seconds"] = round(sum(e["cpu_seconds"] for e in result["run_log"]), 1)
+        per_method = {m: {r["seed"] for r in runs if r["method"] == m}
+                      for m in result["settings"]["methods"]}
+        result["complete"] = complete and all(v == set(result["seeds_done"])
+                                              for v in per_method.values())
         if args.out:  # after every seed: a partial file says what it covers
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(result, indent=2) + "\n")
     _report(result, args)
     return 0
+
+
+def _load_merge(args: argparse.Namespace, p: argparse.ArgumentParser
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Runs and run log of the ``--merge`` files (first file wins on a repeated (method, seed));
+    a file without a ``run_log`` is logged as one entry with its own totals."""
+    runs: list[dict[str, Any]] = []
+    log: list[dict[str, Any]] = []
+    seen: set[tuple[str, int]] = set()
+    for path in args.merge:
+        old = json.loads(path.read_text())
+        st = old["settings"]
+        for k in SAME:
+            mine = getattr(args, k)
+            theirs = st.get(k, "cpu" if k == "device" else "digits" if k == "task" else None)
+            if theirs != mine:
+                p.error(f"--merge {path}: {k} is {theirs!r} there, {mine!r} here")
+        fresh = [r for r in old["runs"] if (r["method"], r["seed"]) not in seen]
+        seen |= {(r["method"], r["seed"]) for r in fresh}
+        runs += fresh
+        for e in old.get("run_log") or [{
+                "started_utc": None, "machine": old["machine"],
+                "methods": sorted({r["method"] for r in old["runs"]}),
+                "seeds": old["seeds_done"], "wall_seconds": old["wall_seconds"],
+                "cpu_seconds": old["cpu_seconds"], "complete": old.get("complete", True)}]:
+            if e not in log:
+                log.append(e)
+    return runs, log
 
 
 def _result(args: argparse.Namespace, splits: Any, judge: Any, runs: list[dict[str, Any]],
@@ -202,8 +260,10 @@ def _result(args: argparse.Namespace, splits: Any, judge: Any, runs: list[dict[s
         "machine": ("2-core shared CPU, no GPU" if args.device == "cpu"
                     else torch.cuda.get_device_name() if torch.cuda.is_available()
                     else args.device), "python": platform.python_version(),
-        "torch": torch.__version__, "settings": {k: (str(v) if isinstance(v, Path) else v)
-                                                 for k, v in vars(args).items()},
+        "torch": torch.__version__, "settings": {
+            **{k: (str(v) if isinstance(v, Path) else [str(x) for x in v]
+                   if k == "merge" else v) for k, v in vars(args).items()},
+            "methods": list(dict.fromkeys(r["method"] for r in runs)), "seeds": seeds},
         "test_samples": len(splits.test),
         **(_digit_reference(splits, judge) if args.task == "digits" else
            {"task": "rhythm-conditioned melodies (Bach chorale sopranos, music21), 32 "
