@@ -497,3 +497,20 @@ def test_run_commands_dispatches_after_parsing_and_add_demo_verb(tmp_path, monke
     assert cli.run_commands(build, "fake_app_commands", ["bad"], prog="fake") == 2
     assert capsys.readouterr().err.strip() == "fake: error: no such thing"
     assert cli.run_commands(build, "fake_app_commands", ["nope"], prog="fake") == 2
+
+
+def test_require_at_least_and_output_dir(tmp_path):
+    from polydiff.core.cli import require_at_least, require_output_dir
+
+    require_at_least("--steps", None)
+    require_at_least("--steps", 1)
+    require_at_least("--scale", 0.0, minimum=0)
+    for bad in (0, -3, math.nan):
+        with pytest.raises(CLIError, match="--steps must be >= 1"):
+            require_at_least("--steps", bad)
+    require_output_dir(tmp_path / "new")
+    require_output_dir(tmp_path)
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    with pytest.raises(CLIError, match="exists and is not a directory"):
+        require_output_dir(f)

@@ -48,8 +48,8 @@ from polydiff.core.utils import (
 __all__ = [
     "APP_GROUP", "App", "AppEntry", "CLIError", "ConfigError", "DemoReport", "add_config_args",
     "add_demo_verb", "atomic_path", "atomic_write", "config_from_dict", "config_to_dict",
-    "discover_apps", "emit", "load_app", "load_config", "progress", "quiet", "run_cli",
-    "run_commands", "save_config",
+    "discover_apps", "emit", "load_app", "load_config", "progress", "quiet", "require_at_least",
+    "require_output_dir", "run_cli", "run_commands", "save_config",
 ]
 
 T = TypeVar("T")
@@ -65,6 +65,19 @@ class CLIError(Exception):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def require_at_least(name: str, value: float | None, minimum: float = 1) -> None:
+    """Refuse a numeric option below ``minimum`` (or NaN) with one :class:`CLIError` line;
+    ``None`` (option not given) passes."""
+    if value is not None and not value >= minimum:
+        raise CLIError(f"{name} must be >= {minimum:g}, got {value}")
+
+
+def require_output_dir(path: Path) -> None:
+    """Refuse an output folder path that exists as something other than a folder."""
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"output path '{path}' exists and is not a directory")
 
 
 # ----------------------------------------------------------------------------- errors

@@ -12,15 +12,11 @@ from typing import Any
 
 from polydiff.apps.diffusionnag import workflow as wf
 from polydiff.core.cli import CLIError, emit
+from polydiff.core.cli import require_at_least as _positive
 
 __all__ = ["cmd_train", "cmd_generate", "cmd_search", "cmd_evaluate", "cmd_demo"]
 
 PROPERTY_GUIDES = ("params", "depth")
-
-
-def _positive(name: str, value: float | None, minimum: float = 1) -> None:
-    if value is not None and value < minimum:
-        raise CLIError(f"{name} must be >= {minimum:g}, got {value}")
 
 
 def _out_dir(path: str) -> Path:

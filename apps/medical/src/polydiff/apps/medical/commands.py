@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from polydiff.core.cli import CLIError, emit, load_config, save_config
+from polydiff.core.cli import require_at_least as _positive
 
 __all__ = ["load_prior", "starter_dir", "load_slice", "write_like", "cmd_train_prior",
            "cmd_reconstruct", "cmd_subsample", "cmd_anomaly", "cmd_evaluate", "cmd_demo",
@@ -125,11 +126,6 @@ def _views(args: argparse.Namespace) -> int:
             raise CLIError(f"--views must be >= 1, got {args.views}")
         return int(args.views)
     return max(1, round(CT_FULL_VIEWS / args.acceleration))
-
-
-def _positive(name: str, value: float | None, low: float = 1.0) -> None:
-    if value is not None and not value >= low:
-        raise CLIError(f"{name} must be >= {low:g}, got {value}")
 
 
 # --------------------------------------------------------------------------- train-prior

@@ -18,6 +18,7 @@ import numpy as np
 
 from polydiff.apps.tsdiff import workflow as wf
 from polydiff.core.cli import CLIError, emit, load_config, save_config
+from polydiff.core.cli import require_at_least as _positive
 
 __all__ = ["TrainSettings", "cmd_train", "cmd_forecast", "cmd_refine", "cmd_synthesize",
            "cmd_evaluate", "cmd_demo"]
@@ -40,11 +41,6 @@ class TrainSettings:
     lr: float = 0.0
     holdout: int = 0
     seed: int = 0
-
-
-def _positive(name: str, value: int | float | None, minimum: float = 1) -> None:
-    if value is not None and value < minimum:
-        raise CLIError(f"{name} must be >= {minimum:g}, got {value}")
 
 
 def _check_lengths(dataset: Any, need: int, what: str) -> None:

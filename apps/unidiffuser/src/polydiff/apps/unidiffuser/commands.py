@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from polydiff.core.cli import CLIError, emit, load_config, save_config
+from polydiff.core.cli import require_at_least as _positive
+from polydiff.core.cli import require_output_dir as _output_dir
 
 __all__ = ["TrainSettings", "cmd_train", "cmd_sample", "cmd_evaluate", "cmd_demo",
            "load_model"]
@@ -50,16 +52,6 @@ class TrainSettings:
     grammar_captions: int = 20000
     device: str = "auto"
     seed: int = 0
-
-
-def _positive(name: str, value: float | None, minimum: float = 1) -> None:
-    if value is not None and not value >= minimum:
-        raise CLIError(f"{name} must be >= {minimum:g}, got {value}")
-
-
-def _output_dir(path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        raise CLIError(f"output path '{path}' exists and is not a directory")
 
 
 # ----------------------------------------------------------------------------- models
