@@ -249,14 +249,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_temperature(args.temperature)
     voice = load_voice(args.voice)
     temperature = voice.temperature if args.temperature is None else args.temperature
-    methods = args.methods or voice.methods()
-    vocoders = args.vocoders or voice.vocoders()
-    for m in methods:
-        if m not in voice.methods():
-            raise CLIError(f"this voice cannot run {m}")
-    for v in vocoders:
-        if v not in voice.vocoders():
-            raise CLIError(f"this voice has no {v} vocoder")
+    methods, vocoders = _methods_and_vocoders(voice, args)
     test = _heldout(voice, args.split)
     rows = evaluate_voice(voice, test, methods=methods, vocoders=vocoders,
                           max_prompts=args.max_prompts, threads=args.threads or 2,
@@ -270,6 +263,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _methods_and_vocoders(voice: Any, args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The ``--methods`` / ``--vocoders`` a command asked for (default: all the voice has),
+    each checked against the voice."""
+    methods = args.methods or voice.methods()
+    vocoders = args.vocoders or voice.vocoders()
+    for m in methods:
+        if m not in voice.methods():
+            raise CLIError(f"this voice cannot run {m}")
+    for v in vocoders:
+        if v not in voice.vocoders():
+            raise CLIError(f"this voice has no {v} vocoder")
+    return list(methods), list(vocoders)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """``prodiff bench``: real-time factors."""
     import statistics
@@ -279,14 +286,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.sentences < 1 or args.repeats < 1:
         raise CLIError("--sentences and --repeats must be >= 1")
     voice = load_voice(args.voice)
-    methods = args.methods or voice.methods()
-    vocoders = args.vocoders or voice.vocoders()
-    for m in methods:
-        if m not in voice.methods():
-            raise CLIError(f"this voice cannot run {m}")
-    for v in vocoders:
-        if v not in voice.vocoders():
-            raise CLIError(f"this voice has no {v} vocoder")
+    methods, vocoders = _methods_and_vocoders(voice, args)
     torch.set_num_threads(args.threads or 2)
     test = _heldout(voice, "test")
     items = test.items[: args.sentences]
