@@ -514,3 +514,16 @@ def test_require_at_least_and_output_dir(tmp_path):
     f.write_text("x")
     with pytest.raises(CLIError, match="exists and is not a directory"):
         require_output_dir(f)
+
+
+def test_emit_demo_prints_title_metrics_figures_then_text(tmp_path, capsys):
+    from polydiff.core.cli import DemoReport, emit_demo
+
+    rep = DemoReport(title="T", metrics={"acc": 0.5}, figures=[tmp_path / "a.png"],
+                     text="the text", units={"acc": "fraction"})
+    emit_demo(rep, True)
+    got = json.loads(capsys.readouterr().out)
+    assert got == {"title": "T", "metrics": {"acc": 0.5}, "figures": [str(tmp_path / "a.png")]}
+    emit_demo(rep, False)
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("the text") and "acc" in out

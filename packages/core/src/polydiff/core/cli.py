@@ -48,8 +48,8 @@ from polydiff.core.utils import (
 __all__ = [
     "APP_GROUP", "App", "AppEntry", "CLIError", "ConfigError", "DemoReport", "add_config_args",
     "add_demo_verb", "atomic_path", "atomic_write", "config_from_dict", "config_to_dict",
-    "discover_apps", "emit", "load_app", "load_config", "progress", "quiet", "require_at_least",
-    "require_output_dir", "run_cli", "run_commands", "save_config",
+    "discover_apps", "emit", "emit_demo", "load_app", "load_config", "progress", "quiet",
+    "require_at_least", "require_output_dir", "run_cli", "run_commands", "save_config",
 ]
 
 T = TypeVar("T")
@@ -104,6 +104,16 @@ def run_commands(build_parser: Callable[[], argparse.ArgumentParser], commands: 
         return int(getattr(module, f"cmd_{args.command.replace('-', '_')}")(args) or 0)
 
     return run_cli(_main, argv, prog=prog)
+
+
+def emit_demo(rep: DemoReport, as_json: bool) -> None:
+    """Print a demo verb's result: ``{"title", "metrics", "figures"}`` (as JSON with
+    ``as_json``, else as a table followed by the report's text)."""
+    emit({"title": rep.title, "metrics": rep.metrics,
+          "figures": [str(f) for f in rep.figures]}, as_json)
+    if not as_json:
+        print()
+        print(rep.text)
 
 
 def add_demo_verb(sub: Any, *, description: str, default_output: str,

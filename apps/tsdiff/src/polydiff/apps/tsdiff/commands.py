@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from polydiff.apps.tsdiff import workflow as wf
-from polydiff.core.cli import CLIError, emit, load_config, save_config
+from polydiff.core.cli import CLIError, emit, emit_demo, load_config, save_config
 from polydiff.core.cli import require_at_least as _positive
 
 __all__ = ["TrainSettings", "cmd_train", "cmd_forecast", "cmd_refine", "cmd_synthesize",
@@ -464,9 +464,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _new_output(out)
     with wf.stdout_to_stderr():
         rep = DEMO.demo(out, quick=args.quick)
-    emit({"title": rep.title, "metrics": rep.metrics,
-          "figures": [str(f) for f in rep.figures]}, args.json)
-    if not args.json:
-        print()
-        print(rep.text)
+    emit_demo(rep, args.json)
     return 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polydiff.core.cli import CLIError, emit, load_config, save_config
+from polydiff.core.cli import CLIError, emit, emit_demo, load_config, save_config
 from polydiff.core.cli import require_at_least as _positive
 from polydiff.core.cli import require_output_dir as _output_dir
 
@@ -387,9 +387,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.output)
     _output_dir(out)
     rep = DEMO.demo(out, quick=args.quick)
-    emit({"title": rep.title, "metrics": rep.metrics,
-          "figures": [str(f) for f in rep.figures]}, args.json)
-    if not args.json:
-        print()
-        print(rep.text)
+    emit_demo(rep, args.json)
     return 0
