@@ -527,3 +527,28 @@ def test_emit_demo_prints_title_metrics_figures_then_text(tmp_path, capsys):
     emit_demo(rep, False)
     out = capsys.readouterr().out
     assert out.rstrip().endswith("the text") and "acc" in out
+
+
+def test_run_demo_checks_the_folder_and_prints_the_report(tmp_path, capsys):
+    from polydiff.core.cli import DemoReport, run_demo
+
+    class Demo:
+        def demo(self, out, quick=False):
+            out.mkdir(parents=True, exist_ok=True)
+            return DemoReport(title=f"quick={quick}", metrics={"n": 1.0}, units={"n": "count"})
+
+    rep = run_demo(Demo(), tmp_path / "d", quick=True, as_json=True)
+    assert rep.title == "quick=True"
+    assert json.loads(capsys.readouterr().out)["title"] == "quick=True"
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(CLIError, match="not a directory"):
+        run_demo(Demo(), tmp_path / "f", quick=False, as_json=True)
+
+
+def test_read_starter_manifest(tmp_path):
+    from polydiff.core.cli import read_starter_manifest
+
+    with pytest.raises(FileNotFoundError, match="reinstall polydiff-x or pass --model"):
+        read_starter_manifest(tmp_path, "polydiff-x")
+    (tmp_path / "manifest.json").write_text('{"steps": 3}')
+    assert read_starter_manifest(tmp_path, "polydiff-x") == {"steps": 3}

@@ -49,7 +49,8 @@ __all__ = [
     "APP_GROUP", "App", "AppEntry", "CLIError", "ConfigError", "DemoReport", "add_config_args",
     "add_demo_verb", "atomic_path", "atomic_write", "config_from_dict", "config_to_dict",
     "discover_apps", "emit", "emit_demo", "load_app", "load_config", "progress", "quiet",
-    "require_at_least", "require_output_dir", "run_cli", "run_commands", "save_config",
+    "read_starter_manifest", "require_at_least", "require_output_dir", "run_cli", "run_commands",
+    "run_demo", "save_config",
 ]
 
 T = TypeVar("T")
@@ -114,6 +115,27 @@ def emit_demo(rep: DemoReport, as_json: bool) -> None:
     if not as_json:
         print()
         print(rep.text)
+
+
+def run_demo(app: Any, output: str | Path, *, quick: bool, as_json: bool) -> DemoReport:
+    """An app's ``demo`` verb: check the output folder, run ``app.demo`` into it and print
+    the report (:func:`emit_demo`)."""
+    out = Path(output)
+    require_output_dir(out)
+    rep: DemoReport = app.demo(out, quick=quick)
+    emit_demo(rep, as_json)
+    return rep
+
+
+def read_starter_manifest(weights_dir: Path, dist: str) -> dict[str, Any]:
+    """``weights_dir/manifest.json`` of an app's shipped starter weights, or a one-line
+    ``FileNotFoundError`` naming the distribution ``dist`` to reinstall."""
+    path = weights_dir / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"the starter weights are missing ({path}); reinstall "
+                                f"{dist} or pass --model")
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    return manifest
 
 
 def add_demo_verb(sub: Any, *, description: str, default_output: str,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polydiff.core.cli import CLIError, emit, emit_demo, load_config, save_config
+from polydiff.core.cli import CLIError, emit, load_config, run_demo, save_config
 from polydiff.core.cli import require_at_least as _positive
 from polydiff.core.cli import require_output_dir as _output_dir
 
@@ -335,8 +335,5 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from polydiff.apps.cdcd.demo import DEMO
 
-    out = Path(args.output)
-    _output_dir(out)
-    rep = DEMO.demo(out, quick=args.quick)
-    emit_demo(rep, args.json)
+    run_demo(DEMO, args.output, quick=args.quick, as_json=args.json)
     return 0

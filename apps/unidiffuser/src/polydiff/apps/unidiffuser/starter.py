@@ -10,10 +10,11 @@ slice of the held-out digits.
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from polydiff.core.cli import read_starter_manifest
 
 __all__ = ["WEIGHTS_DIR", "manifest", "starter_model", "starter_available"]
 
@@ -30,11 +31,7 @@ def starter_available() -> bool:
 @cache
 def manifest() -> dict[str, Any]:
     """The manifest of the starter weights."""
-    path = WEIGHTS_DIR / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"the starter weights are missing ({path}); reinstall "
-                                "polydiff-unidiffuser or pass --model")
-    return json.loads(path.read_text())
+    return read_starter_manifest(WEIGHTS_DIR, "polydiff-unidiffuser")
 
 
 def starter_model(task: str = "joint") -> Any:
