@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -35,37 +34,19 @@ def _positive(name: str, value: int | None, minimum: int = 1) -> None:
 
 @contextlib.contextmanager
 def _run_folder(out: Path, resume: bool, overwrite: bool) -> Iterator[Path | None]:
-    """Decide how training starts in ``out``: a new run, ``--resume`` (continue; yields the
-    saved settings file) or ``--overwrite`` (delete this app's files first). Uses the
-    engine's locked :func:`start_run` where the installed core has it."""
-    try:
-        from polydiff.core.training import start_run  # type: ignore[attr-defined]
-    except ImportError:  # an older core: this app's own checks below
-        pass
-    else:  # pragma: no cover - depends on the installed core
-        with start_run(out, resume=resume, overwrite=overwrite, settings_name=SETTINGS_NAME,
-                       outputs=_OUTPUTS) as run:
-            yield run.saved_settings
-        return
-    if resume and overwrite:
-        raise CLIError("--resume and --overwrite exclude each other")
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"{out}: exists and is not a folder")
-    present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if resume and not (out / SETTINGS_NAME).is_file():
-        raise CLIError(f"{out}: no run to continue (no {SETTINGS_NAME})")
-    if present and not (resume or overwrite):
-        raise CLIError(f"{out}: run folder exists and is not empty (pass --resume to continue "
-                       "it or --overwrite to start it over)")
-    if overwrite:
-        for name in _OUTPUTS:
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    yield (out / SETTINGS_NAME) if resume else None
+    """Decide how training starts in ``out`` with the engine's one rule
+    (:func:`polydiff.core.training.start_run`, which locks the folder for the whole block):
+    a new run, ``--resume`` (continue; yields the saved settings file) or ``--overwrite``
+    (delete the run's files first). ``--resume`` of a folder without this app's saved
+    settings is refused: there is no run to continue, and training the default settings
+    instead would be a surprise."""
+    from polydiff.core.training import start_run
+
+    with start_run(out, resume=resume, overwrite=overwrite, settings_name=SETTINGS_NAME,
+                   outputs=_OUTPUTS) as run:
+        if resume and run.saved_settings is None:
+            raise CLIError(f"{out}: no run to continue (no {SETTINGS_NAME})")
+        yield run.saved_settings
 
 
 # ----------------------------------------------------------------------------- train
@@ -97,6 +78,8 @@ def _command_line(args: argparse.Namespace, s: Any) -> str:
             parts.append(f"--{key.replace('_', '-')} {getattr(s, key)}")
     if s.pipeline.features != default.pipeline.features:
         parts.append(f"--features {s.pipeline.features}")
+    if args.rescore_pairs != 16:
+        parts.append(f"--rescore-pairs {args.rescore_pairs}")
     return " ".join(parts)
 
 
