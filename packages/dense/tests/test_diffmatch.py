@@ -165,3 +165,41 @@ def test_training_every_stage_resumes_exactly(tmp_path: Path) -> None:
     fresh, _ = train_pipeline(s5, tmp_path / "b", stages=("features", "coarse"))
     for p, q in zip(more.coarse.parameters(), fresh.coarse.parameters()):
         torch.testing.assert_close(p, q)
+
+
+def test_lookup_reads_the_local_cost_around_the_denoised_estimate() -> None:
+    """With ``lookup_radius`` the extra cost channels are the local cost around
+    ``x_t / alpha_t`` (in ``lookup_unit`` cells): checked against ``local_cost`` directly."""
+    cfg = FlowNetConfig(cost_channels=9, base_channels=8, lookup_radius=1, lookup_unit=2.0)
+    net = FlowDenoiserNet(cfg)
+    fa, fb = _features(3, h=8, w=8), _features(4, h=8, w=8)
+    flow = torch.randn(1, 2, 8, 8)                 # cells
+    t = torch.tensor([0.3])
+    alpha = net.process.alpha(t)
+    x = flow / 2.0 * alpha                          # a noise-free x_t for that flow
+    got = net.lookup(x, t, fa, fb)
+    torch.testing.assert_close(got, local_cost(fa, fb, flow, 1), atol=1e-5, rtol=1e-5)
+    # the condition grows by the lookup's channels, and a missing lookup is one clear error
+    assert cfg.unet().cond_channels == 2 + 9 + 9
+    with pytest.raises(ValueError, match="look_a"):
+        net(x, t, init_flow=flow, cost=torch.randn(1, 9, 8, 8))
+
+
+def test_pipeline_with_lookup_samples_and_regresses() -> None:
+    torch.manual_seed(0)
+    cfg = DiffMatchConfig(radius=1, sr_radius=1, hypotheses=2, lookup=True)
+    feats = FeatureNet(FeatureNetConfig(widths=(8, 8, 8), dim=8, fine_dim=4))
+
+    def net(feat: int = 0) -> FlowDenoiserNet:
+        return FlowDenoiserNet(FlowNetConfig(cost_channels=9, feat_channels=feat,
+                                             base_channels=8, lookup_radius=1))
+
+    pipe = DiffMatch(cfg, feats, net(), net(4), net())
+    a, b = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    res = pipe.match_tensors(a, b, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(res["coarse"], res["init"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(pipe.regress_tensors(a, b), res["init"], atol=1e-4, rtol=0)
+    # the regressor's input is F_init itself when it looks up the cost around its input
+    prep = pipe.prepare(a, b, fine=False)
+    cond = pipe.coarse_cond(prep)
+    torch.testing.assert_close(pipe.regressor_input(cond), cond["init_flow"])

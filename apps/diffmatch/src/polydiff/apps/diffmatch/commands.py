@@ -78,6 +78,13 @@ def _command_line(args: argparse.Namespace, s: Any) -> str:
             parts.append(f"--{key.replace('_', '-')} {getattr(s, key)}")
     if s.pipeline.features != default.pipeline.features:
         parts.append(f"--features {s.pipeline.features}")
+    for key, value in vars(s.pipeline).items():   # other pipeline settings (--set)
+        if key != "features" and value != getattr(default.pipeline, key):
+            text = str(value).lower() if isinstance(value, bool) else value
+            parts.append(f"--set pipeline.{key}={text}")
+    for key in ("lr", "size", "base_channels", "ema_decay"):
+        if getattr(s, key) != getattr(default, key):
+            parts.append(f"--set {key}={getattr(s, key)}")
     if args.rescore_pairs != 16:
         parts.append(f"--rescore-pairs {args.rescore_pairs}")
     return " ".join(parts)

@@ -72,14 +72,23 @@ class FlowNetConfig:
     num_res_blocks: int = 1
     attention_levels: tuple[int, ...] = (2,)
     num_heads: int = 2
+    lookup_radius: int = 0
+    lookup_unit: float = 1.0
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(self.channel_mults)
         self.attention_levels = tuple(self.attention_levels)
+        if self.lookup_radius < 0 or self.lookup_unit <= 0:
+            raise ValueError("lookup_radius must be >= 0 and lookup_unit > 0")
+
+    @property
+    def lookup_channels(self) -> int:
+        return (2 * self.lookup_radius + 1) ** 2 if self.lookup_radius else 0
 
     def unet(self) -> UNetConfig:
         return UNetConfig(dims=2, in_channels=2, out_channels=2,
-                          cond_channels=2 + self.cost_channels + self.feat_channels,
+                          cond_channels=(2 + self.cost_channels + self.lookup_channels
+                                         + self.feat_channels),
                           base_channels=self.base_channels, channel_mults=self.channel_mults,
                           num_res_blocks=self.num_res_blocks,
                           attention_levels=self.attention_levels, num_heads=self.num_heads,
@@ -89,8 +98,17 @@ class FlowNetConfig:
 
 @register_model
 class FlowDenoiserNet(PretrainedMixin, nn.Module):
-    """``F_0 = F_init + UNet([F_t, F_init, C_l, f_A], t)``: the x0-predicting conditional
-    denoiser of DiffMatch (Nam et al. 2024, Sec. 4.3, cost injection)."""
+    """``F_0 = F_init + UNet([F_t, F_init, C_l, C_t, f_A], t)``: the x0-predicting conditional
+    denoiser of DiffMatch (Nam et al. 2024, Sec. 4.3, cost injection).
+
+    With ``lookup_radius > 0`` the network also sees ``C_t``, the local cost re-sampled at
+    every call around the flow the noisy input points to (``F_t / alpha_t``, in
+    ``lookup_unit`` cells per normalised unit), from the features ``look_a``, ``look_b``
+    passed with the condition: each sampling step looks at the matching evidence around its
+    current estimate, as the recurrent lookups of RAFT do (Teed & Deng 2020). This is an
+    addition to the paper's recipe, whose local cost stays centred on ``F_init``; the
+    benchmark measures both (``DiffMatchConfig.lookup``). At ``t = 0`` (the direct regressor,
+    fed ``F_init``) the lookup is centred on ``F_init``."""
 
     config_class = FlowNetConfig
 
@@ -98,14 +116,31 @@ class FlowDenoiserNet(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = config
         self.unet = UNet(config.unet())
+        self.process = VPCosine()
+
+    def lookup(self, x: Tensor, t: Tensor, look_a: Tensor, look_b: Tensor) -> Tensor:
+        """The local cost around ``x / alpha_t`` (normalised flow, clamped to a few image
+        sizes so far-off points just read zeros)."""
+        alpha = self.process.alpha(t.to(x.dtype)).reshape(-1, 1, 1, 1)
+        span = 4.0 * max(x.shape[-2:]) / self.config.lookup_unit
+        est = (x / alpha.clamp_min(1e-4)).clamp(-span, span) * self.config.lookup_unit
+        with torch.no_grad():
+            return local_cost(look_a, look_b, est, self.config.lookup_radius)
 
     @property
     def padding_multiple(self) -> int:
         return self.unet.padding_multiple
 
     def forward(self, x: Tensor, t: Tensor, *, init_flow: Tensor, cost: Tensor,
-                feat: Tensor | None = None) -> Tensor:
-        parts = [init_flow, cost] + ([feat] if feat is not None else [])
+                feat: Tensor | None = None, look_a: Tensor | None = None,
+                look_b: Tensor | None = None) -> Tensor:
+        parts = [init_flow, cost]
+        if self.config.lookup_radius:
+            if look_a is None or look_b is None:
+                raise ValueError("this denoiser looks up the cost: pass look_a and look_b")
+            parts.append(self.lookup(x, t, look_a, look_b))
+        if feat is not None:
+            parts.append(feat)
         return init_flow + self.unet(x, t, cond=torch.cat(parts, dim=1))
 
 
@@ -121,6 +156,17 @@ class DiffMatchConfig:
         sigma_end: the last noise level before the final step to the clean flow
             (``sigma / alpha``, normalised units).
         size: training image size (square, multiple of 16).
+        lookup: the denoisers re-sample the local cost around their current estimate at
+            every step (:class:`FlowDenoiserNet`), not only around ``F_init``.
+        sigma_start: the first noise level of the sampling grid (``sigma / alpha``,
+            normalised units; ``None``: the process's largest time, pure noise).
+        start: what the sampler starts from at ``sigma_start``: ``"noise"`` (the flow
+            forgotten: ``x = alpha * 0 + sigma * eps``, the paper's choice at the largest
+            time) or ``"init"`` (``F_init`` diffused to that level, as SDEdit starts from a
+            guide, Meng et al. 2022).
+        combine: how the hypotheses make one flow: their ``"mean"`` or their per-pixel
+            ``"median"`` (each component; robust to a hypothesis that lands on another
+            mode, which the endpoint error punishes less than an average between modes).
         max_side: working size at inference: images are resized so their longer side is
             at most this (and both sides multiples of 16).
     """
@@ -134,12 +180,22 @@ class DiffMatchConfig:
     sigma_end: float = 0.05
     size: int = 128
     max_side: int = 192
+    lookup: bool = False
+    sigma_start: float | None = None
+    start: str = "noise"
+    combine: str = "mean"
 
     def __post_init__(self) -> None:
         if self.features not in ("cnn", "daisy"):
             raise ValueError(f"features must be 'cnn' or 'daisy', got {self.features!r}")
         if self.steps < 1 or self.hypotheses < 1:
             raise ValueError("steps and hypotheses must be >= 1")
+        if self.combine not in ("mean", "median"):
+            raise ValueError(f"combine must be 'mean' or 'median', got {self.combine!r}")
+        if self.start not in ("noise", "init"):
+            raise ValueError(f"start must be 'noise' or 'init', got {self.start!r}")
+        if self.sigma_start is not None and not self.sigma_start > self.sigma_end:
+            raise ValueError("sigma_start must exceed sigma_end")
         if self.size % 16 or self.max_side % 16:
             raise ValueError("size and max_side must be multiples of 16")
 
@@ -251,8 +307,12 @@ class DiffMatch:
         return Prepared(ca, cb, fa if fine else None, fb if fine else None, init, cost)
 
     def coarse_cond(self, prep: Prepared) -> dict[str, Tensor]:
-        """The coarse denoiser's condition: normalised ``F_init`` and ``C_l``."""
-        return {"init_flow": prep.init / self.config.unit, "cost": prep.cost}
+        """The coarse denoiser's condition: normalised ``F_init`` and ``C_l`` (and the
+        coarse features for the per-step lookup)."""
+        cond = {"init_flow": prep.init / self.config.unit, "cost": prep.cost}
+        if self.config.lookup:
+            cond.update(look_a=prep.ca, look_b=prep.cb)
+        return cond
 
     @torch.no_grad()
     def sr_cond(self, prep: Prepared, coarse_flow: Tensor) -> dict[str, Tensor]:
@@ -264,17 +324,24 @@ class DiffMatch:
         h, w = prep.fa.shape[-2:]
         up = resize_flow(coarse_flow, h, w)
         cost = local_cost(prep.fa, prep.fb, up, self.config.sr_radius)
-        return {"init_flow": up / (2.0 * self.config.unit), "cost": cost, "feat": prep.fa}
+        cond = {"init_flow": up / (2.0 * self.config.unit), "cost": cost, "feat": prep.fa}
+        if self.config.lookup:
+            cond.update(look_a=prep.fa, look_b=prep.fb)
+        return cond
 
     # ------------------------------------------------------------------ sampling
     def time_grid(self, steps: int | None = None) -> Tensor:
         """The DDIM grid: ``steps`` steps, log-SNR spaced from the process's largest time
         down to ``sigma_end``, the last step to the clean flow."""
         p = self.process
-        t_end = float(p.t_from_sigma_tilde(torch.tensor(self.config.sigma_end,
-                                                         dtype=torch.float64)))
-        return time_grid(p, steps or self.config.steps, "logsnr", t_end=t_end,
-                         final_zero=True)
+
+        def t_of(sigma: float) -> float:
+            return float(p.t_from_sigma_tilde(torch.tensor(sigma, dtype=torch.float64)))
+
+        start = self.config.sigma_start
+        return time_grid(p, steps or self.config.steps, "logsnr",
+                         t_start=None if start is None else t_of(start),
+                         t_end=t_of(self.config.sigma_end), final_zero=True)
 
     @torch.no_grad()
     def sample(self, net: FlowDenoiserNet, cond: dict[str, Tensor], *,
@@ -290,9 +357,15 @@ class DiffMatch:
                         device=ref.device, dtype=ref.dtype)
         den = ModelDenoiser(net, self.process, prediction_type="sample")
         ts = self.time_grid(steps).to(ref.device)
+        alpha, sigma = self.process.alpha_sigma(ts[:1].to(ref.dtype))
+        mean = rep["init_flow"] if self.config.start == "init" else torch.zeros_like(x)
+        x = alpha * mean + sigma * x
         out = sample_ddim(den, x, ts, cond=rep, disable=True).reshape(
             (batch, k) + tuple(ref.shape[1:]))
         std = out.std(1) if k > 1 else torch.zeros_like(out[:, 0])
+        if self.config.combine == "median" and k > 2:
+            srt = out.sort(dim=1).values
+            return 0.5 * (srt[:, (k - 1) // 2] + srt[:, k // 2]), std
         return out.mean(1), std
 
     @torch.no_grad()
@@ -333,9 +406,16 @@ class DiffMatch:
         h, w = a.shape[-2:]
         prep = self.prepare(a, b, fine=False)
         cond = self.coarse_cond(prep)
-        zeros = torch.zeros_like(cond["init_flow"])
         t = torch.zeros(a.shape[0], device=a.device)
-        return resize_flow(self.regressor(zeros, t, **cond) * self.config.unit, h, w)
+        return resize_flow(self.regressor(self.regressor_input(cond), t, **cond)
+                           * self.config.unit, h, w)
+
+    def regressor_input(self, cond: dict[str, Tensor]) -> Tensor:
+        """What the direct regressor gets in place of the noisy flow: zeros, or ``F_init``
+        when the networks look up the cost around their input (so its lookup is centred on
+        the initial flow, the best it has)."""
+        init = cond["init_flow"]
+        return init if self.config.lookup else torch.zeros_like(init)
 
     # ------------------------------------------------------------------ numpy front end
     def to_tensors(self, a: np.ndarray, b: np.ndarray) -> tuple[Tensor, Tensor]:

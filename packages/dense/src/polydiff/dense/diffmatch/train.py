@@ -171,7 +171,7 @@ def _objective(stage: str, pipe: DiffMatch | None, loss: DiffusionLoss | None
         x0, ok = _coarse_target(batch, prep.init, unit)
         cond = pipe.coarse_cond(prep)
         t = torch.zeros(x0.shape[0], device=x0.device)
-        pred = model(torch.zeros_like(x0), t, **cond)
+        pred = model(pipe.regressor_input(cond), t, **cond)
         return ((pred - x0) ** 2 * ok).sum() / (ok.sum() * 2).clamp_min(1)
 
     def sr_obj(model: nn.Module, batch: Any, gen: torch.Generator) -> Tensor:
@@ -191,12 +191,14 @@ def _network(stage: str, s: TrainSettings) -> nn.Module:
     if stage == "features":
         return FeatureNet(FeatureNetConfig())
     if stage in ("coarse", "regressor"):
-        return FlowDenoiserNet(FlowNetConfig(cost_channels=(2 * p.radius + 1) ** 2,
-                                             base_channels=s.base_channels))
+        return FlowDenoiserNet(FlowNetConfig(
+            cost_channels=(2 * p.radius + 1) ** 2, base_channels=s.base_channels,
+            lookup_radius=p.radius if p.lookup else 0, lookup_unit=p.unit))
     return FlowDenoiserNet(FlowNetConfig(
         cost_channels=(2 * p.sr_radius + 1) ** 2, feat_channels=FeatureNetConfig().fine_dim,
         base_channels=max(8, s.base_channels // 2), channel_mults=(1, 2, 2, 4),
-        attention_levels=(3,)))
+        attention_levels=(3,), lookup_radius=p.sr_radius if p.lookup else 0,
+        lookup_unit=2.0 * p.unit))
 
 
 def train_stage(stage: str, s: TrainSettings, run_dir: Path, pipe: DiffMatch | None, *,
