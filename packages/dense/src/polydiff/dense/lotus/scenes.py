@@ -40,11 +40,13 @@ _FAR = 1e9
 @dataclass
 class Scene:
     """One rendered view: ``image`` ``(H, W, 3)`` in [0, 1], ``depth`` ``(H, W)`` (> 0, scene
-    units along the optical axis) and ``normal`` ``(H, W, 3)`` unit vectors (camera frame)."""
+    units along the optical axis), ``normal`` ``(H, W, 3)`` unit vectors (camera frame) and
+    the focal length in pixels (principal point at the image centre)."""
 
     image: np.ndarray
     depth: np.ndarray
     normal: np.ndarray
+    focal: float = 0.0
 
 
 def split_textures(split: str) -> list[np.ndarray]:
@@ -247,7 +249,7 @@ def render_scene(seed: int, size: int | tuple[int, int], textures: list[np.ndarr
     n_cam = n_cam * np.array([1.0, 1.0, -1.0])   # z towards the camera
     return Scene(image.reshape(h, w, 3).astype(np.float32),
                  tmin.reshape(h, w).astype(np.float32),
-                 n_cam.reshape(h, w, 3).astype(np.float32))
+                 n_cam.reshape(h, w, 3).astype(np.float32), float(f))
 
 
 def render_split(split: str, count: int, size: int = 64, *, start: int = 0) -> list[Scene]:
