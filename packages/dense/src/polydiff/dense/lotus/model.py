@@ -147,11 +147,13 @@ def normal_target(normal: Tensor) -> Tensor:
 
 def decode(out: Tensor, task: str) -> Tensor:
     """Network output to prediction: depth -> disparity ``(B, 1, H, W)`` (channel mean);
-    normal -> unit normals ``(B, 3, H, W)``."""
+    normal -> unit normals ``(B, 3, H, W)`` (a zero output becomes ``(0, 0, 1)``)."""
     if task == "depth":
         return out.mean(1, keepdim=True)
-    if task == "normal":
-        return F.normalize(out, dim=1, eps=1e-6)
+    if task == "normal":   # a vanishing output reads as facing the camera, never as 0
+        bias = torch.zeros_like(out[:1])
+        bias[:, 2] = 1e-6
+        return F.normalize(out + bias, dim=1, eps=1e-12)
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
