@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     tic = time.perf_counter()
     cpu0 = time.process_time()
+    commit = _commit()   # the code the run starts with
     _, prior_summary = _prior(args)
     if args.jobs > 1 and len(tasks) > 1:
         ctx = multiprocessing.get_context("spawn")
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         outs = [_run_task(args, t) for t in tasks]
     results: dict[str, Any] = {
         "benchmark": "lotus", "machine": args.machine, "python": platform.python_version(),
-        "torch": torch.__version__, "commit": _commit(), "settings": vars(args),
+        "torch": torch.__version__, "commit": commit, "settings": vars(args),
         "prior_cpu_seconds": prior_summary["cpu_seconds"],
         "tasks": dict(zip(tasks, outs)),
         "wall_seconds": time.perf_counter() - tic,
