@@ -27,7 +27,7 @@ from polydiff.dense.flow import read_flo
 from polydiff.dense.images import read_image, resize_image, to_gray
 
 __all__ = ["PHOTO_SPLITS", "load_photo", "photo_tensors", "motorcycle_pair", "FlowPair",
-           "load_flow_folder"]
+           "load_flow_folder", "motorcycle_depth", "MOTORCYCLE_CALIBRATION"]
 
 #: scikit-image's bundled photographs by split (natural photographs held out for testing;
 #: ``astronaut`` for validation; textures, micrographs, documents and the rest for training).
@@ -94,6 +94,25 @@ def motorcycle_pair() -> FlowPair:
     flow = np.stack([-d, np.where(np.isfinite(d), 0.0, np.nan).astype(np.float32)])
     return FlowPair(left.astype(np.float32) / 255.0, right.astype(np.float32) / 255.0, flow,
                     "middlebury-motorcycle")
+
+
+#: Calibration of the quarter-resolution motorcycle pair (``skimage.data.stereo_motorcycle``'s
+#: docstring): focal length and the principal points' offset ``doffs`` in pixels, baseline
+#: in millimetres.
+MOTORCYCLE_CALIBRATION: dict[str, float] = {"focal": 994.978, "doffs": 31.086,
+                                            "baseline": 193.001}
+
+
+def motorcycle_depth() -> tuple[np.ndarray, np.ndarray]:
+    """The left motorcycle view (RGB float32 in [0, 1], ``(500, 741, 3)``) and its metric
+    depth in millimetres, ``baseline * focal / (disparity + doffs)`` (Scharstein et al.
+    2014's conversion), NaN where the disparity is unknown."""
+    pair = motorcycle_pair()
+    c = MOTORCYCLE_CALIBRATION
+    disp = -pair.flow[0]
+    with np.errstate(invalid="ignore"):
+        depth = c["baseline"] * c["focal"] / (disp + c["doffs"])
+    return pair.a, depth.astype(np.float32)
 
 
 def _sintel_pairs(root: Path, pass_name: str) -> list[tuple[Path, Path, Path, str]]:
