@@ -82,7 +82,7 @@ def _command_line(args: argparse.Namespace, s: Any) -> str:
         if key != "features" and value != getattr(default.pipeline, key):
             text = str(value).lower() if isinstance(value, bool) else value
             parts.append(f"--set pipeline.{key}={text}")
-    for key in ("lr", "size", "base_channels", "ema_decay"):
+    for key in ("lr", "size", "base_channels", "sr_channels", "ema_decay"):
         if getattr(s, key) != getattr(default, key):
             parts.append(f"--set {key}={getattr(s, key)}")
     if args.rescore_pairs != 16:

@@ -27,7 +27,8 @@ STARTER_DIR = Path(__file__).resolve().parent / "starter"
 MANIFEST = "manifest.json"
 #: the command the shipped starter weights were trained with (their manifest says how, where
 #: and how long: a small CPU run on a shared 2-core machine; the defaults train longer).
-TRAIN_COMMAND = "diffmatch train -o OUT --coarse-steps 250 --sr-steps 20 --rescore-pairs 2"
+TRAIN_COMMAND = ("diffmatch train -o OUT --feature-steps 800 --coarse-steps 2000 "
+                 "--sr-steps 1500 --rescore-pairs 8")
 #: what :func:`rescore` measures (the learned methods and the argmax they start from).
 RESCORE_METHODS = ("diffmatch", "diffmatch_coarse", "regressor", "argmax")
 

@@ -9,9 +9,12 @@ Implements the inference pipeline of Nam et al. (2024), "Diffusion Model for Den
 3. a conditional denoiser ``F_theta(F_t, t; F_init, C_l)`` that predicts the clean flow
    ``F_0`` (x0 prediction), its input the noisy flow, ``F_init`` and ``C_l`` concatenated
    (cost injection), its output a residual on ``F_init`` (:class:`FlowDenoiserNet`);
-4. sampling with core's DDIM in 5 steps from pure noise, several hypotheses per pair
-   (independent noise) combined by their mean (the paper averages its multiple samples;
-   their spread is returned as an uncertainty);
+4. sampling with core's DDIM in 5 steps, several hypotheses per pair (independent noise)
+   combined by their mean (the paper averages its multiple samples; their spread is
+   returned as an uncertainty). The paper starts from pure noise at the largest time; by
+   default the sampler here starts from ``F_init`` diffused to ``sigma_start = 1`` (16
+   image pixels of noise; SDEdit-style, Meng et al. 2022), chosen on validation warps
+   (AEPE 1.71 px against 1.75 from pure noise, 8 hypotheses against 4: 1.70);
 5. a x2 flow super-resolution stage: a second conditional denoiser at twice the resolution,
    fed the upsampled coarse flow, the local cost of the finer features around it and the
    finer features of A (the paper's flow upsampling diffusion model).
@@ -159,7 +162,9 @@ class DiffMatchConfig:
         lookup: the denoisers re-sample the local cost around their current estimate at
             every step (:class:`FlowDenoiserNet`), not only around ``F_init``.
         sigma_start: the first noise level of the sampling grid (``sigma / alpha``,
-            normalised units; ``None``: the process's largest time, pure noise).
+            normalised units; ``None``: the process's largest time, pure noise);
+            sr_sigma_start: the same for the super-resolution stage (``None``:
+            ``sigma_start``).
         start: what the sampler starts from at ``sigma_start``: ``"noise"`` (the flow
             forgotten: ``x = alpha * 0 + sigma * eps``, the paper's choice at the largest
             time) or ``"init"`` (``F_init`` diffused to that level, as SDEdit starts from a
@@ -176,13 +181,14 @@ class DiffMatchConfig:
     sr_radius: int = 3
     unit: float = 4.0
     steps: int = 5
-    hypotheses: int = 4
+    hypotheses: int = 8
     sigma_end: float = 0.05
     size: int = 128
     max_side: int = 192
     lookup: bool = False
-    sigma_start: float | None = None
-    start: str = "noise"
+    sigma_start: float | None = 1.0
+    sr_sigma_start: float | None = None
+    start: str = "init"
     combine: str = "mean"
 
     def __post_init__(self) -> None:
@@ -194,8 +200,9 @@ class DiffMatchConfig:
             raise ValueError(f"combine must be 'mean' or 'median', got {self.combine!r}")
         if self.start not in ("noise", "init"):
             raise ValueError(f"start must be 'noise' or 'init', got {self.start!r}")
-        if self.sigma_start is not None and not self.sigma_start > self.sigma_end:
-            raise ValueError("sigma_start must exceed sigma_end")
+        for start in (self.sigma_start, self.sr_sigma_start):
+            if start is not None and not start > self.sigma_end:
+                raise ValueError("sigma_start and sr_sigma_start must exceed sigma_end")
         if self.size % 16 or self.max_side % 16:
             raise ValueError("size and max_side must be multiples of 16")
 
@@ -330,7 +337,7 @@ class DiffMatch:
         return cond
 
     # ------------------------------------------------------------------ sampling
-    def time_grid(self, steps: int | None = None) -> Tensor:
+    def time_grid(self, steps: int | None = None, *, sr: bool = False) -> Tensor:
         """The DDIM grid: ``steps`` steps, log-SNR spaced from the process's largest time
         down to ``sigma_end``, the last step to the clean flow."""
         p = self.process
@@ -339,6 +346,8 @@ class DiffMatch:
             return float(p.t_from_sigma_tilde(torch.tensor(sigma, dtype=torch.float64)))
 
         start = self.config.sigma_start
+        if sr and self.config.sr_sigma_start is not None:
+            start = self.config.sr_sigma_start
         return time_grid(p, steps or self.config.steps, "logsnr",
                          t_start=None if start is None else t_of(start),
                          t_end=t_of(self.config.sigma_end), final_zero=True)
@@ -346,7 +355,8 @@ class DiffMatch:
     @torch.no_grad()
     def sample(self, net: FlowDenoiserNet, cond: dict[str, Tensor], *,
                hypotheses: int | None = None, steps: int | None = None,
-               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+               generator: torch.Generator | None = None, sr: bool = False
+               ) -> tuple[Tensor, Tensor]:
         """``hypotheses`` DDIM samples per pair from pure noise; returns their mean and
         standard deviation (normalised flow, ``(B, 2, h, w)`` each)."""
         k = hypotheses or self.config.hypotheses
@@ -356,7 +366,7 @@ class DiffMatch:
         x = torch.randn((batch * k,) + tuple(ref.shape[1:]), generator=generator,
                         device=ref.device, dtype=ref.dtype)
         den = ModelDenoiser(net, self.process, prediction_type="sample")
-        ts = self.time_grid(steps).to(ref.device)
+        ts = self.time_grid(steps, sr=sr).to(ref.device)
         alpha, sigma = self.process.alpha_sigma(ts[:1].to(ref.dtype))
         mean = rep["init_flow"] if self.config.start == "init" else torch.zeros_like(x)
         x = alpha * mean + sigma * x
@@ -387,7 +397,8 @@ class DiffMatch:
         out = {"init": resize_flow(prep.init, h, w), "coarse": resize_flow(coarse, h, w)}
         if use_sr and self.sr is not None:
             fmean, fstd = self.sample(self.sr, self.sr_cond(prep, coarse),
-                                      hypotheses=hypotheses, steps=steps, generator=generator)
+                                      hypotheses=hypotheses, steps=steps, generator=generator,
+                                      sr=True)
             out["flow"] = resize_flow(fmean * 2.0 * unit, h, w)
             spread = fstd * 2.0 * unit * (w - 1) / max(fstd.shape[-1] - 1, 1)
         else:

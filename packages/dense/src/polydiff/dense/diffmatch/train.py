@@ -64,7 +64,8 @@ class TrainSettings:
             trains for ``coarse_steps``, like the coarse denoiser).
         batch_size: pairs per step; lr: AdamW learning rate; seed: the run's seed.
         size: square training image size; base_channels: width of the denoisers'
-            U-Nets (the SR stage uses ``base_channels // 2`` at twice the resolution).
+            U-Nets; sr_channels: the super-resolution U-Net's width (``None``:
+            ``base_channels // 2``, at twice the resolution).
         ema_decay: EMA of the weights (used for inference).
         pipeline: the :class:`DiffMatchConfig` of the trained model.
     """
@@ -77,6 +78,7 @@ class TrainSettings:
     seed: int = 0
     size: int = 128
     base_channels: int = 16
+    sr_channels: int | None = None
     ema_decay: float = 0.995
     pipeline: DiffMatchConfig = dataclasses.field(default_factory=DiffMatchConfig)
 
@@ -196,7 +198,8 @@ def _network(stage: str, s: TrainSettings) -> nn.Module:
             lookup_radius=p.radius if p.lookup else 0, lookup_unit=p.unit))
     return FlowDenoiserNet(FlowNetConfig(
         cost_channels=(2 * p.sr_radius + 1) ** 2, feat_channels=FeatureNetConfig().fine_dim,
-        base_channels=max(8, s.base_channels // 2), channel_mults=(1, 2, 2, 4),
+        base_channels=s.sr_channels or max(8, s.base_channels // 2),
+        channel_mults=(1, 2, 2, 4),
         attention_levels=(3,), lookup_radius=p.sr_radius if p.lookup else 0,
         lookup_unit=2.0 * p.unit))
 
